@@ -1,0 +1,7 @@
+"""DenseHybrid Lab: hybrid open-set semantic segmentation with synthetic negative data.
+
+Modules, one concept each: ``config`` (profiles), ``data`` (datasets in their real formats
+and the SynthCity generator), ``negatives`` (cutting and pasting negative patches),
+``viz`` (plots).
+"""
+__version__ = "0.1.0"

@@ -1,0 +1,117 @@
+"""Command line: ``python -m dhlib <command> --profile quick|paper [--set key=value ...]``.
+
+Commands available now:
+
+* ``make-data``  write the SynthCity trees (quick tier) in the real dataset formats;
+* ``figures``    draw the data figures (scenes, labels, anomalies, negatives, pasting);
+* ``demo``       the main job: ``make-data`` then ``figures``, with time and memory printed.
+
+Training, flow pre-training and evaluation join this list as they are built.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+
+from .config import PROFILES, Profile, load_profile, parse_override
+
+
+def _profile_from_args(args) -> Profile:
+    overrides = dict(parse_override(text) for text in args.set)
+    return load_profile(args.profile, **overrides)
+
+
+def make_data(profile: Profile) -> None:
+    if not profile.use_synthcity:
+        from .data import cityscapes, ade20k, fishyscapes
+        raise SystemExit(
+            f"The '{profile.name}' profile reads the real datasets; there is nothing to generate.\n"
+            "Put them here (see data/README.md):\n"
+            f"{cityscapes.EXPECTED_TREE}\n{ade20k.EXPECTED_TREE}\n{fishyscapes.EXPECTED_TREE}")
+    from .data.synthcity import export
+    start = time.perf_counter()
+    root = export(profile=profile)
+    print(f"SynthCity trees ready in {root} ({time.perf_counter() - start:.1f} s)")
+
+
+def figures(profile: Profile) -> list:
+    """Data figures of the profile's datasets, written to ``profile.figures_dir``."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from . import viz
+    from .data import datasets_from_profile
+    from .negatives import paste_real_negatives
+
+    out = profile.path("figures_dir")
+    data = datasets_from_profile(profile, train_augment=False)
+    written = []
+
+    def keep(fig, name):
+        written.append(viz.save(fig, out / name))
+        plt.close(fig)
+
+    val = data["val"]
+    keep(viz.show_segmentation_pairs([val[i] for i in range(4)],
+                                     [val.listing.images[i].split("/")[-1] for i in range(4)]),
+         "data_scenes.png")
+    keep(viz.class_frequency_figure(viz.class_pixel_counts(data["train"], limit=100),
+                                    f"{profile.name}: class pixel share (100 train images)"),
+         "data_class_frequencies.png")
+    fs = data["anomalies"]
+    keep(viz.show_ood_pairs([fs[i] for i in range(4)], [fs.name(i) for i in range(4)]),
+         "data_anomalies.png")
+    keep(viz.show_negatives([data["negatives"][i] for i in range(8)]), "data_negatives.png")
+
+    generator = torch.Generator().manual_seed(profile.seed)
+    image, target = val[0]
+    mixed, seg, ood, boxes = paste_real_negatives(image[None], target[None], data["negatives"],
+                                                  profile, generator)
+    keep(viz.show_pasting(image, target, mixed[0], seg[0], ood[0], boxes[0],
+                          f"negative pasting ({profile.negative_mask_kind} mask)"), "data_pasting.png")
+    for path in written:
+        print(f"wrote {path}")
+    return written
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process and its finished children, in MB (Linux)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 1024
+
+
+def demo(profile: Profile) -> None:
+    start = time.perf_counter()
+    make_data(profile)
+    figures(profile)
+    print(f"demo ({profile.name}): {time.perf_counter() - start:.1f} s wall time, "
+          f"peak memory {peak_memory_mb():.0f} MB")
+
+
+COMMANDS = {"make-data": make_data, "figures": figures, "demo": demo}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m dhlib", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=sorted(COMMANDS))
+    parser.add_argument("--profile", choices=PROFILES, default=os.environ.get("DHLIB_PROFILE", "quick"),
+                        help="quick (CPU, SynthCity; default) or paper (GPU, real data)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a profile field, e.g. --set synthcity_train=200 (repeatable)")
+    args = parser.parse_args(argv)
+    try:
+        profile = _profile_from_args(args)
+    except ValueError as err:
+        parser.error(str(err))
+    COMMANDS[args.command](profile)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Profiles: the two tiers of DenseHybrid Lab as plain dataclasses.
+
+A *profile* holds every knob of a run: where the data lives, how big the scenes and crops
+are, how negatives are pasted. There are two:
+
+* ``quick`` (default): a laptop CPU, the procedural SynthCity world written to disk in the
+  real dataset formats, small sizes, minutes of run time.
+* ``paper``: CUDA GPUs, the real Cityscapes / ADE20K / Fishyscapes trees and the
+  hyper-parameters of the papers.
+
+Both tiers run the *same* code; only these numbers differ. Pick one with
+``DHLIB_PROFILE=quick|paper`` or ``--profile``, and change single fields with
+``load_profile('quick', batch_size=4)`` or ``--set batch_size=4`` on the command line.
+Relative paths are resolved against the project root (``DHLIB_ROOT`` overrides it).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROFILES = ("quick", "paper")
+
+
+def project_root() -> Path:
+    """The folder holding ``data/``, ``figures/`` and ``runs/``.
+
+    ``DHLIB_ROOT`` wins; otherwise the checkout that contains this package (editable
+    install), otherwise the current working directory.
+    """
+    if os.environ.get("DHLIB_ROOT"):
+        return Path(os.environ["DHLIB_ROOT"]).resolve()
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").exists():
+        return checkout
+    return Path.cwd().resolve()
+
+
+@dataclass
+class Profile:
+    """Every setting of a run. Paths may be relative to :func:`project_root`."""
+
+    name: str = "quick"
+    seed: int = 0
+    device: str = "auto"  # 'auto' picks CUDA when available, else CPU
+
+    # --- datasets (the real formats; SynthCity writes the same trees) -------------------
+    use_synthcity: bool = True  # quick: generate the trees; paper: read the downloaded ones
+    cityscapes_root: str = "data/synthcity/cityscapes"
+    ade20k_root: str = "data/synthcity/ade20k/ADEChallengeData2016"
+    fishyscapes_root: str = "data/synthcity/fishyscapes"
+    fishyscapes_split: str = "Static"  # 'Static' or 'LostAndFound'
+    custom_root: str = "data/custom_fs_static"
+    num_classes: int = 19  # Cityscapes train ids; SynthCity uses a subset of them
+
+    # --- SynthCity sizes (quick tier only) ----------------------------------------------
+    synthcity_height: int = 256
+    synthcity_width: int = 512
+    synthcity_train: int = 600
+    synthcity_val: int = 100
+    synthcity_negatives: int = 300
+    synthcity_anomaly_test: int = 100
+
+    # --- training-time augmentation (DenseHybrid: random scale 0.5-2, crop, flip) -------
+    crop_size: int = 256
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    batch_size: int = 8
+    num_workers: int = 2
+
+    # --- negative pasting --------------------------------------------------------------
+    # Side of a pasted negative patch, drawn uniformly per side. The papers paste patches
+    # of 16-216 px into 768/512 px crops; quick scales that to the 256 px crops.
+    negative_min_side: int = 16
+    negative_max_side: int = 96
+    # How the patch outline is cut from an ADE20K image: 'class_union' (the union of 1-2
+    # class masks, TPAMI sec. 4) or 'rectangle' (the whole box, DenseHybrid ECCV code).
+    negative_mask_kind: str = "class_union"
+    negative_max_classes: int = 2
+
+    # --- outputs -----------------------------------------------------------------------
+    figures_dir: str = "figures"
+    runs_dir: str = "runs/quick"
+
+    extra: dict = field(default_factory=dict)  # free-form notes carried into run logs
+
+    def path(self, name: str) -> Path:
+        """Resolve the path field ``name`` (e.g. ``'cityscapes_root'``) to an absolute path."""
+        p = Path(getattr(self, name)).expanduser()
+        return p if p.is_absolute() else project_root() / p
+
+
+def _quick() -> Profile:
+    return Profile()
+
+
+def _paper() -> Profile:
+    return Profile(
+        name="paper",
+        use_synthcity=False,
+        cityscapes_root="data/cityscapes",
+        ade20k_root="data/ade20k/ADEChallengeData2016",
+        fishyscapes_root="data/fishyscapes",
+        # DenseHybrid (ECCV'22) trains on 768 px crops; TPAMI'24 on 512 px crops.
+        crop_size=512,
+        batch_size=16,
+        num_workers=8,
+        # Negative patch sides 16-216 px, as in the DenseHybrid code release.
+        negative_min_side=16,
+        negative_max_side=216,
+        runs_dir="runs/paper",
+    )
+
+
+_BUILDERS = {"quick": _quick, "paper": _paper}
+
+
+def load_profile(name: str | None = None, **overrides) -> Profile:
+    """Return the named profile (default: ``$DHLIB_PROFILE`` or ``'quick'``) with overrides.
+
+    >>> load_profile('quick', batch_size=4).batch_size
+    4
+    """
+    name = name or os.environ.get("DHLIB_PROFILE", "quick")
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown profile {name!r}: choose one of {', '.join(PROFILES)}")
+    profile = _BUILDERS[name]()
+    known = {f.name for f in dataclasses.fields(Profile)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown profile field(s) {unknown}; known fields: {sorted(known)}")
+    return dataclasses.replace(profile, **overrides)
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """Parse one ``key=value`` command-line override, typed after the profile field.
+
+    >>> parse_override('batch_size=4')
+    ('batch_size', 4)
+    >>> parse_override('scale_range=0.75,1.5')
+    ('scale_range', (0.75, 1.5))
+    """
+    if "=" not in text:
+        raise ValueError(f"override {text!r} must look like key=value, e.g. batch_size=4")
+    key, value = text.split("=", 1)
+    fields = {f.name: f for f in dataclasses.fields(Profile)}
+    if key not in fields:
+        raise ValueError(f"unknown profile field {key!r}; known fields: {sorted(fields)}")
+    default = getattr(Profile(), key)
+    try:
+        if isinstance(default, bool):
+            if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(value)
+            return key, value.lower() in ("1", "true", "yes")
+        if isinstance(default, tuple):
+            return key, tuple(type(d)(v) for d, v in zip(default, value.split(","), strict=True))
+        if isinstance(default, (int, float, str)):
+            return key, type(default)(value)
+    except ValueError:
+        raise ValueError(f"cannot read {value!r} as a value of {key} (like {default!r})") from None
+    raise ValueError(f"field {key!r} cannot be set from the command line")

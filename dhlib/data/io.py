@@ -1,0 +1,93 @@
+"""Reading images and label maps, with errors that tell the user what to do.
+
+Every loader in :mod:`dhlib.data` goes through these few functions, so a corrupt file,
+a label value outside the dataset's set, or a missing dataset folder always produce the
+same kind of message: what was wrong, which file, and how to fix it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.io import ImageReadMode, decode_image
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset folder is missing or incomplete. The message shows the expected tree."""
+
+
+class CorruptFileError(RuntimeError):
+    """An image or label file exists but cannot be decoded."""
+
+
+class LabelValueError(ValueError):
+    """A label map holds values outside the dataset's label set."""
+
+
+def require_tree(root: Path, required: list[str], expected_tree: str, where_to_get: str) -> Path:
+    """Check that ``root`` and the sub-folders ``required`` exist, else explain the layout."""
+    root = Path(root)
+    missing = [r for r in required if not (root / r).is_dir()]
+    if not root.is_dir() or missing:
+        what = f"folder {root} does not exist" if not root.is_dir() else \
+            f"{root} lacks {', '.join(missing)}"
+        raise DatasetNotFoundError(
+            f"Dataset not found: {what}.\n\nExpected layout:\n{expected_tree}\n{where_to_get}")
+    return root
+
+
+def read_image(path: str | Path) -> torch.Tensor:
+    """Decode a PNG/JPEG file to a ``3×H×W`` uint8 RGB tensor (grey images are expanded)."""
+    path = Path(path)
+    try:
+        data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+        return decode_image(data, mode=ImageReadMode.RGB)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image file {path} is missing") from None
+    except (RuntimeError, ValueError) as err:
+        raise CorruptFileError(f"cannot decode image {path}: {err}. The file is corrupt or not "
+                               "an image; re-download or re-export it.") from None
+
+
+def read_label(path: str | Path, allowed_values, dataset: str) -> np.ndarray:
+    """Decode a single-channel label PNG to an ``H×W`` uint8 array and check its values.
+
+    ``allowed_values`` is a set of ints; anything else raises :class:`LabelValueError`
+    naming the file and the offending values (a wrong file, e.g. a colour or instance
+    label map, is the usual cause).
+    """
+    path = Path(path)
+    try:
+        data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+        label = decode_image(data, mode=ImageReadMode.UNCHANGED)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"label file {path} is missing") from None
+    except (RuntimeError, ValueError) as err:
+        raise CorruptFileError(f"cannot decode label {path}: {err}") from None
+    if label.shape[0] != 1:
+        raise LabelValueError(f"label {path} has {label.shape[0]} channels; {dataset} labels are "
+                              "single-channel PNGs of class ids (did you pick a colour map?)")
+    label = label[0].numpy()
+    present = np.flatnonzero(np.bincount(label.ravel(), minlength=256))
+    bad = sorted(set(present.tolist()) - set(allowed_values))
+    if bad:
+        raise LabelValueError(f"label {path} holds values {bad} that are not {dataset} labels "
+                              f"(allowed: {_describe(allowed_values)})")
+    return label
+
+
+def check_same_size(image: torch.Tensor, label: np.ndarray | torch.Tensor, image_path, label_path):
+    """Raise if an image and its label map differ in height/width."""
+    if tuple(image.shape[-2:]) != tuple(label.shape[-2:]):
+        raise ValueError(f"image {image_path} is {tuple(image.shape[-2:])} (H, W) but its label "
+                         f"{label_path} is {tuple(label.shape[-2:])}; they must match pixel for pixel")
+
+
+def _describe(values) -> str:
+    values = sorted(values)
+    if len(values) > 6 and values == list(range(values[0], values[-1] + 1)):
+        return f"{values[0]}..{values[-1]}"
+    if len(values) > 6 and values[:-1] == list(range(values[0], values[-2] + 1)):
+        return f"{values[0]}..{values[-2]} and {values[-1]}"
+    return str(values)

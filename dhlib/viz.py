@@ -1,0 +1,152 @@
+"""Plotting helpers shared by the notebooks and ``python -m dhlib figures``.
+
+Each function draws onto a matplotlib figure and returns it; ``save(fig, path)`` writes a
+PNG atomically. Nothing here computes results: it only shows them.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from .data.labels import CLASS_COLORS, CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, colorize
+
+
+def to_numpy_image(image) -> np.ndarray:
+    """``3×H×W`` float in [0, 1] (tensor) -> ``H×W×3`` array for imshow."""
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu()
+        if image.dtype == torch.uint8:
+            image = image.float() / 255
+        return image.permute(1, 2, 0).clamp(0, 1).numpy()
+    return np.asarray(image)
+
+
+def ood_overlay(ood_label) -> np.ndarray:
+    """0/1/255 map -> colours: inlier dark grey, anomaly orange, void blue."""
+    ood = np.asarray(ood_label)
+    out = np.full(ood.shape + (3,), 0.25, np.float32)
+    out[ood == 1] = (1.0, 0.55, 0.0)
+    out[ood == 255] = (0.15, 0.3, 0.8)
+    return out
+
+
+def save(fig, path) -> Path:
+    """Write ``fig`` as PNG via a temporary file and a rename (no half-written figures)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=fig.dpi, bbox_inches="tight")
+    os.replace(tmp, path)
+    return path
+
+
+def show_segmentation_pairs(samples, titles=None, ncols: int = 2):
+    """Image next to its colour-coded train-id target, one row per ``(image, target)``."""
+    n = len(samples)
+    fig, axes = plt.subplots(n, 2, figsize=(8, 2.1 * n), squeeze=False, dpi=90)
+    for row, (image, target) in enumerate(samples):
+        axes[row, 0].imshow(to_numpy_image(image))
+        axes[row, 1].imshow(colorize(np.asarray(target)))
+        if titles:
+            axes[row, 0].set_title(titles[row], fontsize=8, loc="left")
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def legend_figure(present=None):
+    """The Cityscapes colour legend (optionally only the train ids in ``present``)."""
+    ids = [i for i in range(NUM_CLASSES) if present is None or i in present]
+    fig, ax = plt.subplots(figsize=(8, 0.4 + 0.22 * ((len(ids) + 3) // 4)), dpi=90)
+    for k, i in enumerate(ids):
+        r, c = divmod(k, 4)
+        ax.add_patch(plt.Rectangle((c * 2, -r), 0.3, 0.8, color=CLASS_COLORS[i] / 255))
+        ax.text(c * 2 + 0.4, -r + 0.4, f"{i} {CLASS_NAMES[i]}", va="center", fontsize=8)
+    ax.set_xlim(0, 8)
+    ax.set_ylim(-((len(ids) - 1) // 4) - 0.2, 1)
+    ax.axis("off")
+    return fig
+
+
+def class_frequency_figure(counts: np.ndarray, title: str = "pixel share per class"):
+    """Seaborn bar plot of per-class pixel shares (train ids; classes never seen omitted)."""
+    import seaborn as sns
+    share = counts / max(counts.sum(), 1)
+    ids = [i for i in range(NUM_CLASSES) if counts[i] > 0]
+    fig, ax = plt.subplots(figsize=(7, 3), dpi=90)
+    sns.barplot(x=[CLASS_NAMES[i] for i in ids], y=[100 * share[i] for i in ids],
+                palette=[tuple(CLASS_COLORS[i] / 255) for i in ids], hue=[CLASS_NAMES[i] for i in ids],
+                legend=False, ax=ax)
+    ax.set_ylabel("% of labelled pixels")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.tick_params(axis="x", rotation=60, labelsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def class_pixel_counts(dataset, limit: int | None = None) -> np.ndarray:
+    """Per-train-id pixel counts over (the first ``limit`` items of) a segmentation dataset."""
+    counts = np.zeros(NUM_CLASSES, np.int64)
+    for i in range(len(dataset) if limit is None else min(limit, len(dataset))):
+        target = np.asarray(dataset[i][1]).ravel()
+        counts += np.bincount(target[target != IGNORE_INDEX], minlength=NUM_CLASSES)[:NUM_CLASSES]
+    return counts
+
+
+def show_ood_pairs(samples, titles=None):
+    """Image next to its Fishyscapes label (orange anomaly, blue void), one row each."""
+    n = len(samples)
+    fig, axes = plt.subplots(n, 2, figsize=(8, 2.1 * n), squeeze=False, dpi=90)
+    for row, (image, label) in enumerate(samples):
+        axes[row, 0].imshow(to_numpy_image(image))
+        axes[row, 1].imshow(ood_overlay(label))
+        if titles:
+            axes[row, 0].set_title(titles[row], fontsize=8, loc="left")
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def show_negatives(samples, ncols: int = 4):
+    """ADE20K-format negatives: each image above its class map (random colours per id)."""
+    n = len(samples)
+    nrows = 2 * ((n + ncols - 1) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.2 * ncols, 2.0 * nrows), squeeze=False, dpi=90)
+    palette = np.random.default_rng(3).uniform(0.2, 1.0, (256, 3))
+    palette[0] = 0
+    for k, (image, classes) in enumerate(samples):
+        r, c = divmod(k, ncols)
+        axes[2 * r, c].imshow(to_numpy_image(image))
+        axes[2 * r + 1, c].imshow(palette[np.asarray(classes)])
+        present = sorted(set(np.unique(np.asarray(classes)).tolist()) - {0})
+        axes[2 * r + 1, c].set_title(f"ids {present}", fontsize=7)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def show_pasting(image, seg_target, mixed, seg_mixed, ood_target, box=None, title=None):
+    """The paste step in one row: scene, target, mixed scene, new target, OOD target."""
+    fig, axes = plt.subplots(1, 5, figsize=(16, 2.3), dpi=90)
+    panels = [(to_numpy_image(image), "scene"), (colorize(np.asarray(seg_target)), "segmentation target"),
+              (to_numpy_image(mixed), "with negative"), (colorize(np.asarray(seg_mixed)), "target: pasted = ignore"),
+              (ood_overlay(ood_target), "OOD target: 1 pasted, 255 void")]
+    for ax, (pic, name) in zip(axes, panels):
+        ax.imshow(pic)
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+        if box is not None:
+            ax.add_patch(plt.Rectangle((box.left - 0.5, box.top - 0.5), box.width, box.height,
+                                       fill=False, edgecolor="white", linewidth=0.8, linestyle="--"))
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
