@@ -32,7 +32,8 @@ def synthcity_root(tiny_profile) -> Path:
     return tiny_profile.path("cityscapes_root").parent
 
 
-def write_png(path: Path, array) -> Path:
+def write_png(path, array) -> Path:
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.asarray(array, dtype=np.uint8)).save(path)
     return path

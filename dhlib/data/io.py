@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.io import ImageReadMode, decode_image
+from PIL import Image, UnidentifiedImageError
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -37,17 +37,23 @@ def require_tree(root: Path, required: list[str], expected_tree: str, where_to_g
     return root
 
 
+def _decode(path: Path, kind: str) -> np.ndarray:
+    """Decode an image file with Pillow; a missing or undecodable file names itself."""
+    try:
+        with Image.open(path) as im:
+            if kind == "image":
+                im = im.convert("RGB")
+            return np.array(im)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{kind} file {path} is missing") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise CorruptFileError(f"cannot decode {kind} {path}: {err}. The file is corrupt or not an "
+                               "image; re-download or re-export it.") from None
+
+
 def read_image(path: str | Path) -> torch.Tensor:
     """Decode a PNG/JPEG file to a ``3×H×W`` uint8 RGB tensor (grey images are expanded)."""
-    path = Path(path)
-    try:
-        data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
-        return decode_image(data, mode=ImageReadMode.RGB)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image file {path} is missing") from None
-    except (RuntimeError, ValueError) as err:
-        raise CorruptFileError(f"cannot decode image {path}: {err}. The file is corrupt or not "
-                               "an image; re-download or re-export it.") from None
+    return torch.from_numpy(_decode(Path(path), "image")).permute(2, 0, 1).contiguous()
 
 
 def read_label(path: str | Path, allowed_values, dataset: str) -> np.ndarray:
@@ -58,17 +64,14 @@ def read_label(path: str | Path, allowed_values, dataset: str) -> np.ndarray:
     label map, is the usual cause).
     """
     path = Path(path)
-    try:
-        data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
-        label = decode_image(data, mode=ImageReadMode.UNCHANGED)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"label file {path} is missing") from None
-    except (RuntimeError, ValueError) as err:
-        raise CorruptFileError(f"cannot decode label {path}: {err}") from None
-    if label.shape[0] != 1:
-        raise LabelValueError(f"label {path} has {label.shape[0]} channels; {dataset} labels are "
+    label = _decode(path, "label")
+    if label.ndim != 2:
+        raise LabelValueError(f"label {path} has {label.shape[-1]} channels; {dataset} labels are "
                               "single-channel PNGs of class ids (did you pick a colour map?)")
-    label = label[0].numpy()
+    if label.dtype != np.uint8:
+        if label.min() < 0 or label.max() > 255:
+            raise LabelValueError(f"label {path} holds values outside 0..255 ({label.dtype})")
+        label = label.astype(np.uint8)
     present = np.flatnonzero(np.bincount(label.ravel(), minlength=256))
     bad = sorted(set(present.tolist()) - set(allowed_values))
     if bad:
