@@ -424,12 +424,14 @@ def _facades(cv: Canvas, cam: Camera, lay: StreetLayout, side: int, rng, light):
     wall = inside & (kinds[lot] == "wall")[None, :]
     cv.paint(ys, xs, wall, _grey(rng, 0.35, 0.8) * shade * texture[..., None], WALL)
 
-    # Fences are see-through: only the posts and the rails are 'fence'.
+    # Fences are see-through meshes; as in Cityscapes the whole panel is labelled 'fence'.
     fence = inside & (kinds[lot] == "fence")[None, :]
-    post = np.mod(Zc, rng.uniform(1.5, 2.5))[None, :] < 0.12 * Zc[None, :] / 10
-    rail = (np.mod(Y, 0.5) < 0.08)
-    fence_colour = _grey(rng, 0.2, 0.6) * shade
-    cv.paint(ys, xs, fence & (post | rail), fence_colour * texture[..., None], FENCE)
+    post = np.mod(Zc, rng.uniform(1.5, 2.5))[None, :] < 0.1
+    mesh = (np.mod(Y + Zc[None, :] * 0.3, 0.25) < 0.05) | (np.mod(Y - Zc[None, :] * 0.3, 0.25) < 0.05)
+    fence_colour = _grey(rng, 0.2, 0.6) * shade * texture[..., None]
+    seen_through = cv.rgb[ys, xs] * 0.8
+    cv.paint(ys, xs, fence, np.where((post | mesh | (Y > heights[lot][None, :] - 0.1))[..., None],
+                                     fence_colour, seen_through), FENCE)
 
 
 def _street_objects(cam: Camera, lay: StreetLayout, rng):
@@ -472,13 +474,15 @@ def _vehicle(cam: Camera, X, Z, bus, rng):
         s = cam.f / Z                                  # pixels per metre at this depth
         x, yb = cam.project(X, 0, Z)
         hw = width / 2 * s
-        # side face: from the back face to the front, toward the vanishing point
+        # the side facing the camera (right side when the car is left of us), running from
+        # the back face toward the vanishing point
         Zf = Z + (11.0 if bus else 4.3)
         xf, ybf = cam.project(X, 0, Zf)
         sf = cam.f / Zf
-        sx = x - hw if X < 0 else x + hw
-        sxf = xf - width / 2 * sf if X < 0 else xf + width / 2 * sf
-        cv.polygon([(sx, yb), (sx, yb - height * s), (sxf, ybf - height * sf), (sxf, ybf)],
+        facing = 1 if X < 0 else -1
+        sx, sxf = x + facing * hw, xf + facing * width / 2 * sf
+        side_h = height if bus else 0.62 * height   # the cabin sits on the rear half only
+        cv.polygon([(sx, yb), (sx, yb - side_h * s), (sxf, ybf - side_h * sf), (sxf, ybf)],
                    body * 0.75, label, 0.03, 0.05)
         cv.rect(x - hw, yb - 0.95 * height * s if bus else yb - 0.6 * height * s, x + hw, yb,
                 body, label, 0.03, 0.05)
