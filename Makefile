@@ -28,7 +28,7 @@ bench: install
 
 # Re-execute every notebook top to bottom in quick mode and store the outputs.
 notebooks: install
-	$(PY) -m dhlib.tools.run_notebooks notebooks
+	$(PY) scripts/execute_notebooks.py notebooks/*.ipynb
 
 clean-data:
 	rm -rf data/synthcity runs/quick

@@ -128,3 +128,15 @@ def test_export_is_skipped_when_complete(synthcity_root, tiny_profile):
     synthcity.export(synthcity_root, tiny_profile, workers=1, progress=False)
     assert marker.stat().st_mtime_ns == before
     assert json.loads(marker.read_text())["train"] == 6
+
+
+def test_export_with_new_settings_replaces_the_old_one(tmp_path, tiny_profile):
+    import dataclasses
+    small = dataclasses.replace(tiny_profile, synthcity_train=3, synthcity_val=1,
+                                synthcity_negatives=1, synthcity_anomaly_test=1)
+    synthcity.export(tmp_path, small, workers=1, progress=False)
+    fewer = dataclasses.replace(small, synthcity_train=2)
+    synthcity.export(tmp_path, fewer, workers=1, progress=False)
+    images = list((tmp_path / "cityscapes/leftImg8bit/train").rglob("*.png"))
+    assert len(images) == 2  # nothing left over from the larger export
+    assert json.loads((tmp_path / "synthcity.json").read_text())["train"] == 2

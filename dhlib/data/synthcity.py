@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -51,6 +52,10 @@ ROAD, SIDEWALK, BUILDING, WALL, FENCE = (LABEL_ID[n] for n in
 POLE, LIGHT, SIGN, VEGETATION, TERRAIN, SKY = (LABEL_ID[n] for n in (
     "pole", "traffic light", "traffic sign", "vegetation", "terrain", "sky"))
 PERSON, CAR, BUS, EGO = (LABEL_ID[n] for n in ("person", "car", "bus", "ego vehicle"))
+
+# Bump whenever a change to the renderer changes pixels: exports made by another version
+# are then written anew instead of being re-used.
+GENERATOR_VERSION = 1
 
 # Streams: independent random sequences for each thing SynthCity writes.
 STREAMS = {"train": 1, "val": 2, "negatives": 3, "anomalies": 4}
@@ -882,18 +887,26 @@ def export(root=None, profile="quick", workers: int | None = None, progress: boo
         root/synthcity.json                                     what was written, for re-use
 
     A finished export is recognised by ``synthcity.json`` and not redone unless its
-    settings differ. Images are rendered in parallel (``workers`` processes).
+    settings (or the generator version) differ; then the old trees are replaced whole.
+    The marker is written last, so an interrupted export is completed by the next call.
+    Images are rendered in parallel (``workers`` processes).
     """
     from ..config import Profile, load_profile
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
     root = Path(root) if root is not None else prof.path("cityscapes_root").parent
-    manifest = {"format": 1, "seed": prof.seed, "height": prof.synthcity_height,
+    manifest = {"generator": GENERATOR_VERSION, "seed": prof.seed, "height": prof.synthcity_height,
                 "width": prof.synthcity_width, "train": prof.synthcity_train,
                 "val": prof.synthcity_val, "negatives": prof.synthcity_negatives,
                 "anomalies": prof.synthcity_anomaly_test}
     marker = root / "synthcity.json"
-    if marker.exists() and json.loads(marker.read_text()) == manifest:
-        return root
+    if marker.exists():
+        if json.loads(marker.read_text()) == manifest:
+            return root
+        # An export with other settings (or an older generator) is ours to replace: remove
+        # it whole, so no file of the old export survives among the new ones.
+        marker.unlink()
+        for tree in ("cityscapes", "ade20k", "fishyscapes"):
+            shutil.rmtree(root / tree, ignore_errors=True)
     jobs = [(kind, str(root), prof.seed, i, prof.synthcity_height, prof.synthcity_width)
             for kind in ("train", "val", "negatives", "anomalies") for i in range(manifest[kind])]
     workers = workers or min(os.cpu_count() or 1, 8)
