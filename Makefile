@@ -21,7 +21,7 @@ demo: install
 	$(PY) -m dhlib demo --profile $(PROFILE)
 
 test: install
-	$(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider
+	$(PY) -m pytest tests notebooks --nbval-lax --nbval-cell-timeout=900 -p no:cacheprovider
 
 bench: install
 	$(PY) benchmarks/bench_synthcity.py
