@@ -129,7 +129,32 @@ def load_profile(name: str | None = None, **overrides) -> Profile:
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ValueError(f"unknown profile field(s) {unknown}; known fields: {sorted(known)}")
-    return dataclasses.replace(profile, **overrides)
+    return validate(dataclasses.replace(profile, **overrides))
+
+
+def validate(profile: Profile) -> Profile:
+    """Reject settings that cannot work, saying which field is wrong and what it accepts."""
+    problems = []
+    if profile.negative_mask_kind not in ("rectangle", "class_union"):
+        problems.append(f"negative_mask_kind={profile.negative_mask_kind!r}: use 'rectangle' or 'class_union'")
+    if profile.fishyscapes_split not in ("Static", "LostAndFound"):
+        problems.append(f"fishyscapes_split={profile.fishyscapes_split!r}: use 'Static' or 'LostAndFound'")
+    if not 0 < profile.negative_min_side <= profile.negative_max_side:
+        problems.append(f"negative sides {profile.negative_min_side}..{profile.negative_max_side}: "
+                        "need 0 < negative_min_side <= negative_max_side")
+    if profile.negative_max_side > profile.crop_size:
+        problems.append(f"negative_max_side={profile.negative_max_side} exceeds crop_size={profile.crop_size}")
+    low, high = profile.scale_range
+    if not 0 < low <= high:
+        problems.append(f"scale_range={profile.scale_range}: need 0 < low <= high")
+    if profile.negative_max_classes < 1:
+        problems.append("negative_max_classes must be at least 1")
+    for name in ("synthcity_height", "synthcity_width"):
+        if getattr(profile, name) < 32:
+            problems.append(f"{name}={getattr(profile, name)}: SynthCity needs at least 32 px")
+    if problems:
+        raise ValueError(f"invalid '{profile.name}' profile: " + "; ".join(problems))
+    return profile
 
 
 def parse_override(text: str) -> tuple[str, object]:

@@ -26,9 +26,6 @@ import torch.nn.functional as F
 
 from .data.labels import IGNORE_INDEX, OOD_ANOMALY, OOD_INLIER, OOD_VOID
 
-MASK_KINDS = ("rectangle", "class_union", "flow")
-
-
 @dataclass(frozen=True)
 class Box:
     """Where a patch goes: rows [top, top+height), columns [left, left+width)."""

@@ -51,3 +51,16 @@ def test_relative_paths_resolve_against_root(monkeypatch, tmp_path):
     assert project_root() == tmp_path
     assert Profile().path("cityscapes_root") == tmp_path / "data/synthcity/cityscapes"
     assert Profile(cityscapes_root=str(tmp_path / "x")).path("cityscapes_root") == tmp_path / "x"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(negative_mask_kind="circle"), "negative_mask_kind='circle'"),
+    (dict(fishyscapes_split="Dynamic"), "fishyscapes_split='Dynamic'"),
+    (dict(negative_min_side=50, negative_max_side=20), "negative_min_side <= negative_max_side"),
+    (dict(negative_max_side=300), "exceeds crop_size=256"),
+    (dict(scale_range=(2.0, 0.5)), "scale_range"),
+    (dict(synthcity_height=8), "synthcity_height=8"),
+])
+def test_invalid_settings_are_rejected_with_the_field_named(overrides, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_profile("quick", **overrides)
