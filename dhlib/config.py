@@ -78,6 +78,14 @@ class Profile:
     negative_mask_kind: str = "class_union"
     negative_max_classes: int = 2
 
+    # --- model ---------------------------------------------------------------------------
+    model: str = "small"                   # 'small' (CPU) or 'wrn38' (DeepWV3PlusTH)
+    attention: bool = True                 # the residual CBAM block on the decoder feature
+    small_widths: tuple[int, int, int, int, int] = (32, 48, 64, 96, 128)
+    aspp_dim: int = 64
+    fine_dim: int = 16
+    aspp_rates: tuple[int, int, int] = (4, 8, 12)  # at stride 8 on 256 px crops
+
     # --- outputs -----------------------------------------------------------------------
     figures_dir: str = "figures"
     runs_dir: str = "runs/quick"
@@ -109,6 +117,12 @@ def _paper() -> Profile:
         negative_min_side=16,
         negative_max_side=216,
         runs_dir="runs/paper",
+        model="wrn38",
+        attention=False,  # the papers' model has none; switch it on to study the addition
+        # WRN38 DeepLabV3+ as released: ASPP 256 channels, rates (12, 24, 36) at stride 8.
+        aspp_dim=256,
+        fine_dim=48,
+        aspp_rates=(12, 24, 36),
     )
 
 
@@ -152,6 +166,8 @@ def validate(profile: Profile) -> Profile:
     for name in ("synthcity_height", "synthcity_width"):
         if getattr(profile, name) < 32:
             problems.append(f"{name}={getattr(profile, name)}: SynthCity needs at least 32 px")
+    if profile.model not in ("small", "wrn38"):
+        problems.append(f"model={profile.model!r}: use 'small' or 'wrn38'")
     if problems:
         raise ValueError(f"invalid '{profile.name}' profile: " + "; ".join(problems))
     return profile

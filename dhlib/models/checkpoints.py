@@ -1,0 +1,105 @@
+"""Loading checkpoints: the official DenseHybrid weights, NVIDIA's Cityscapes weights, ours.
+
+Accepted layouts (all read with ``torch.load(..., weights_only=True)``, never unpickling code):
+
+* a plain ``state_dict`` -- the official DenseHybrid two-head checkpoint, or ``model.pt``
+  written by this package;
+* a dict nesting it under ``'state_dict'`` (NVIDIA's ``cityscapes_cv0_wideresnet38_nosdcaug.pth``)
+  or ``'model'`` (this package's training checkpoints);
+* keys with the ``module.`` prefix of ``nn.DataParallel`` (NVIDIA) -- it is stripped.
+
+Some parameters may legitimately be absent from a checkpoint and keep their fresh values:
+the OOD head when the checkpoint is NVIDIA's one-head model, the attention block (it starts
+as the identity), and BatchNorm's ``num_batches_tracked`` counters. Anything else missing,
+any unexpected key and any wrongly shaped tensor is an error that lists them all.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+FRESH_PREFIXES = ("attention.",)
+ONE_HEAD_FRESH_PREFIXES = ("logits_ood.",)
+
+
+class CheckpointMismatchError(RuntimeError):
+    """The checkpoint's keys or shapes do not fit the model."""
+
+
+@dataclass
+class LoadReport:
+    """What ``load_checkpoint`` did: the layout it recognised and the keys left fresh."""
+    layout: str
+    loaded: int
+    fresh: list = field(default_factory=list)
+
+
+def _unwrap(obj, path) -> dict:
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model"):
+            if key in obj and isinstance(obj[key], dict):
+                return obj[key]
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return obj
+    raise CheckpointMismatchError(f"{path} holds no state_dict: expected a dict of tensors, or one "
+                                  f"nested under 'state_dict' or 'model' (found {type(obj).__name__} "
+                                  f"with keys {list(obj)[:8] if isinstance(obj, dict) else '-'})")
+
+
+def load_checkpoint(model: torch.nn.Module, path, *, strict: bool = True) -> LoadReport:
+    """Load the weights in ``path`` into ``model`` and report what was loaded.
+
+    ``strict=False`` loads every key that fits and leaves the rest fresh instead of raising.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    state = _unwrap(torch.load(path, map_location="cpu", weights_only=True), path)
+    prefixed = all(k.startswith("module.") for k in state)
+    if prefixed:
+        state = {k[len("module."):]: v for k, v in state.items()}
+    expected = model.state_dict()
+    one_head = not any(k.startswith("logits_ood.") for k in state)
+    layout = ("nvidia one-head" if one_head else "two-head") + (" (module. prefix)" if prefixed else "")
+
+    allowed_fresh = FRESH_PREFIXES + (ONE_HEAD_FRESH_PREFIXES if one_head else ())
+    missing = [k for k in expected if k not in state]
+    fresh = [k for k in missing if k.startswith(allowed_fresh) or k.endswith("num_batches_tracked")]
+    missing = [k for k in missing if k not in fresh]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [(k, tuple(state[k].shape), tuple(expected[k].shape)) for k in state
+             if k in expected and state[k].shape != expected[k].shape]
+    if strict and (missing or unexpected or wrong):
+        raise CheckpointMismatchError(_describe(path, model, missing, unexpected, wrong))
+    usable = {k: v for k, v in state.items() if k in expected and v.shape == expected[k].shape}
+    model.load_state_dict(usable, strict=False)
+    return LoadReport(layout, len(usable), fresh + missing)
+
+
+def _describe(path, model, missing, unexpected, wrong) -> str:
+    def listing(items, n=10):
+        shown = ", ".join(map(str, items[:n]))
+        return shown + (f", ... ({len(items) - n} more)" if len(items) > n else "")
+    lines = [f"checkpoint {path} does not fit {type(model).__name__}:"]
+    if missing:
+        lines.append(f"  missing keys ({len(missing)}): {listing(missing)}")
+    if unexpected:
+        lines.append(f"  unexpected keys ({len(unexpected)}): {listing(unexpected)}")
+    if wrong:
+        lines.append(f"  wrong shapes ({len(wrong)}): " +
+                     listing([f"{k} checkpoint {a} vs model {b}" for k, a, b in wrong]))
+    lines.append("  Is it a checkpoint of this architecture (and number of classes)? "
+                 "load_checkpoint(..., strict=False) loads what fits.")
+    return "\n".join(lines)
+
+
+def save_state_dict(model: torch.nn.Module, path) -> Path:
+    """Write ``model.state_dict()`` atomically: a temporary file, then a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(model.state_dict(), tmp)
+    tmp.replace(path)
+    return path

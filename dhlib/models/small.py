@@ -1,0 +1,43 @@
+"""A CPU-sized two-head DeepLabV3+ for the quick tier: the same ASPP, decoder, attention and
+heads as ``DeepWV3PlusTH`` on a small pre-activation residual backbone.
+
+    mod1  conv3×3, stride 2                       c0 channels     stride 2
+    mod2  1 block, stride 2                       c1              stride 4   <- skip feature
+    mod3  2 blocks, stride 2                      c2              stride 8
+    mod4  2 blocks, dilation 2                    c3              stride 8
+    mod5  1 block, dilation 4                     c4              stride 8   <- deep feature
+
+It uses the WideResNet's own residual block, trains from scratch (no pretrained weights can
+be downloaded here) and reads its skip feature at stride 4 instead of 2, which keeps the
+decoder cheap on a CPU. Widths, ASPP size and rates come from the profile.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch.nn as nn
+
+from .deeplabv3plus import TwoHeadDeepLab
+from .wider_resnet import bn_relu, residual_stage
+
+
+class SmallDeepLabTH(TwoHeadDeepLab):
+    def __init__(self, num_classes: int = 19, widths=(32, 48, 64, 96, 128), aspp_dim: int = 64,
+                 fine_dim: int = 16, rates=(4, 8, 12), attention: bool = True):
+        self.widths = tuple(widths)
+        super().__init__(num_classes, skip_channels=widths[1], deep_channels=widths[4],
+                         aspp_dim=aspp_dim, fine_dim=fine_dim, rates=rates, attention=attention)
+
+    def build_backbone(self):
+        c0, c1, c2, c3, c4 = self.widths
+        self.mod1 = nn.Sequential(OrderedDict([("conv1", nn.Conv2d(3, c0, 3, 2, 1, bias=False))]))
+        self.mod2 = residual_stage(c0, (c1, c1), 1, stride=2)
+        self.mod3 = residual_stage(c1, (c2, c2), 2, stride=2)
+        self.mod4 = residual_stage(c2, (c3, c3), 2, dilation=2)
+        self.mod5 = residual_stage(c3, (c4, c4), 1, dilation=4)
+        self.bn_out = bn_relu(c4)  # pre-activation blocks end un-normalised: close with BN+ReLU
+
+    def features(self, x):
+        skip = self.mod2(self.mod1(x))
+        deep = self.bn_out(self.mod5(self.mod4(self.mod3(skip))))
+        return skip, deep
