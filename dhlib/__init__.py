@@ -1,7 +1,8 @@
 """DenseHybrid Lab: hybrid open-set semantic segmentation with synthetic negative data.
 
 Modules, one concept each: ``config`` (profiles), ``data`` (datasets in their real formats
-and the SynthCity generator), ``negatives`` (cutting and pasting negative patches),
+and the SynthCity generator), ``negatives`` (cutting and pasting negative patches), ``models`` (the two-head
+DeepLabV3+ segmenters), ``metrics`` (mIoU),
 ``viz`` (plots).
 """
 __version__ = "0.1.0"

@@ -145,3 +145,26 @@ class DeepWV3PlusTH(TwoHeadDeepLab):
         deep = self.mod3(self.pool3(skip))                      # 256 ch, stride 4
         deep = self.mod7(self.mod6(self.mod5(self.mod4(deep))))  # 4096 ch, stride 8
         return skip, deep
+
+
+def receptive_field(model: nn.Module, stop: str | None = None) -> list[tuple[str, int, int]]:
+    """Theoretical receptive field along the main path of a backbone, layer by layer.
+
+    Walks the convolutions and poolings in registration order (skipping the parallel 1×1
+    shortcut projections) and applies ``rf += (k − 1)·d·jump``, ``jump *= stride``.
+    Returns ``(name, receptive field in input pixels, jump = stride so far)`` per layer,
+    up to the module named ``stop``.
+    """
+    rf, jump, rows = 1, 1, []
+    for name, m in model.named_modules():
+        if stop is not None and name.startswith(stop):
+            break
+        on_main_path = name.startswith(("mod", "pool")) and "proj_conv" not in name
+        if isinstance(m, (nn.Conv2d, nn.MaxPool2d)) and on_main_path:
+            k = m.kernel_size if isinstance(m.kernel_size, int) else m.kernel_size[0]
+            d = m.dilation if isinstance(m.dilation, int) else m.dilation[0]
+            s = m.stride if isinstance(m.stride, int) else m.stride[0]
+            rf += (k - 1) * d * jump
+            jump *= s
+            rows.append((name, rf, jump))
+    return rows
