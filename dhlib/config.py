@@ -86,6 +86,17 @@ class Profile:
     fine_dim: int = 16
     aspp_rates: tuple[int, int, int] = (4, 8, 12)  # at stride 8 on 256 px crops
 
+    # --- normalizing flow (TPAMI: synthetic negatives) ------------------------------------
+    flow_levels: int = 3          # squeeze factor 2^3 = 8: sample sides are multiples of 8
+    flow_steps: int = 4           # flow steps per level
+    flow_hidden: int = 48         # width of each coupling network
+    flow_crop: int = 32           # side of the inlier crops the flow is pre-trained on
+    flow_batch: int = 32
+    flow_lr: float = 1e-3         # Adamax, as DenseFlow's pre-training
+    flow_pretrain_steps: int = 1500
+    flow_checkpoint_every: int = 250
+    flow_val_crops: int = 256     # held-out val crops for bits/dim
+
     # --- outputs -----------------------------------------------------------------------
     figures_dir: str = "figures"
     runs_dir: str = "runs/quick"
@@ -119,6 +130,14 @@ def _paper() -> Profile:
         runs_dir="runs/paper",
         model="wrn38",
         attention=False,  # the papers' model has none; switch it on to study the addition
+        # Flow pre-trained on 64×64 inlier crops as in the TPAMI paper; a wider, deeper flow.
+        flow_crop=64,
+        flow_steps=8,
+        flow_hidden=256,
+        flow_batch=64,
+        flow_pretrain_steps=20000,
+        flow_checkpoint_every=1000,
+        flow_val_crops=2048,
         # WRN38 DeepLabV3+ as released: ASPP 256 channels, rates (12, 24, 36) at stride 8.
         aspp_dim=256,
         fine_dim=48,
@@ -168,6 +187,9 @@ def validate(profile: Profile) -> Profile:
             problems.append(f"{name}={getattr(profile, name)}: SynthCity needs at least 32 px")
     if profile.model not in ("small", "wrn38"):
         problems.append(f"model={profile.model!r}: use 'small' or 'wrn38'")
+    factor = 2 ** profile.flow_levels
+    if profile.flow_crop % factor:
+        problems.append(f"flow_crop={profile.flow_crop} must be a multiple of 2^flow_levels = {factor}")
     if problems:
         raise ValueError(f"invalid '{profile.name}' profile: " + "; ".join(problems))
     return profile

@@ -9,10 +9,10 @@ from dhlib.config import load_profile
 from dhlib.models import (CheckpointMismatchError, DeepWV3PlusTH, SmallDeepLabTH, build_model,
                           load_checkpoint, save_state_dict)
 
-from dhlib.models.reference import fill_by_reference_rule, golden_relative_errors
+from dhlib.models.reference import fill_by_reference_rule, golden_relative_errors, reference_dir
 
-# The shared reference, by relative path from the project root (as CI lays it out).
-REF = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference" / "wrn38_deeplabv3plus"
+# The shared reference, by relative path from the project root: ../shared/reference/...
+REF = reference_dir()
 
 
 @pytest.fixture(scope="module")

@@ -97,9 +97,5 @@ def _describe(path, model, missing, unexpected, wrong) -> str:
 
 def save_state_dict(model: torch.nn.Module, path) -> Path:
     """Write ``model.state_dict()`` atomically: a temporary file, then a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(path)
-    return path
+    from ..checkpointing import atomic_save
+    return atomic_save(model.state_dict(), path)

@@ -17,7 +17,11 @@ from ..config import project_root
 
 def reference_dir() -> Path:
     """``shared/reference/wrn38_deeplabv3plus`` beside the project checkout."""
-    return project_root().parent / "shared" / "reference" / "wrn38_deeplabv3plus"
+    folder = project_root().parent / "shared" / "reference" / "wrn38_deeplabv3plus"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"the shared reference folder {folder} is missing: it ships beside "
+                                "the project checkout as ../shared (set DHLIB_ROOT if the checkout moved)")
+    return folder
 
 
 def fill_by_reference_rule(model: torch.nn.Module) -> None:
