@@ -32,7 +32,7 @@ def jsd_to_uniform(seg_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
     m = 0.5 * (p + 1.0 / k)
     entropy_m = -(m * torch.log(m)).sum(1)          # m >= 1/(2K): the log is safe
     entropy_p = -(p * log_p).sum(1)
-    jsd = entropy_m - 0.5 * entropy_p - 0.5 * math.log(k)
+    jsd = (entropy_m - 0.5 * entropy_p - 0.5 * math.log(k)).clamp_min(0)  # ≥ 0 up to round-off
     mask = mask.bool()
     if not mask.any():
         return seg_logits.sum() * 0.0
