@@ -5,7 +5,8 @@ Commands available now:
 * ``make-data``  write the SynthCity trees (quick tier) in the real dataset formats;
 * ``figures``    draw the data figures (scenes, labels, anomalies, negatives, pasting);
 * ``train-flow`` pre-train the normalizing flow on inlier crops (``--resume`` continues);
-* ``demo``       the main job: ``make-data`` then ``figures``, with time and memory printed.
+* ``demo``       the main job so far: ``make-data``, ``train-flow``, ``figures``, with time and
+                 peak memory printed.
 
 Segmenter training and evaluation join this list as they are built.
 """
@@ -98,8 +99,10 @@ def peak_memory_mb() -> float:
 
 
 def demo(profile: Profile) -> None:
+    """The main job so far: data, flow pre-training, figures (training and evaluation follow)."""
     start = time.perf_counter()
     make_data(profile)
+    train_flow(profile)
     figures(profile)
     print(f"demo ({profile.name}): {time.perf_counter() - start:.1f} s wall time, "
           f"peak memory {peak_memory_mb():.0f} MB")

@@ -53,10 +53,8 @@ class MultiScaleFlow(nn.Module):
         total = v.new_zeros(v.shape[0])
         x = v
         for block in self.levels:
-            x, _ = self.squeeze(x)
-            for step in block.steps:
-                x, logdet = step(x)
-                total = total + logdet
+            x, logdet = self._level_forward(block, x)
+            total = total + logdet
             if block.split is not None:
                 x, log_p, _ = block.split(x)
                 total = total + log_p
@@ -111,9 +109,7 @@ class MultiScaleFlow(nn.Module):
         parts, extra = [], v.new_zeros(v.shape[0])
         x = v
         for block in self.levels:
-            x, _ = self.squeeze(x)
-            for step in block.steps:
-                x, _ = step(x)
+            x, _ = self._level_forward(block, x)
             if block.split is not None:
                 keep, out = x[:, :block.split.keep], x[:, block.split.keep:]
                 eps, ld = block.split.standardize(keep, out)
@@ -128,9 +124,7 @@ class MultiScaleFlow(nn.Module):
         outs = []
         x = v
         for block in self.levels:
-            x, _ = self.squeeze(x)
-            for step in block.steps:
-                x, _ = step(x)
+            x, _ = self._level_forward(block, x)
             if block.split is not None:
                 x, _, out = block.split(x)
                 outs.append(out)
@@ -141,6 +135,15 @@ class MultiScaleFlow(nn.Module):
                 x = step.inverse(x)
             x = self.squeeze.inverse(x)
         return x
+
+    def _level_forward(self, block, x):
+        """Squeeze, then the level's flow steps; returns (x, Σ log|det|)."""
+        x, _ = self.squeeze(x)
+        total = x.new_zeros(x.shape[0])
+        for step in block.steps:
+            x, logdet = step(x)
+            total = total + logdet
+        return x, total
 
     def _check_size(self, height: int, width: int):
         if height % self.factor or width % self.factor:
