@@ -38,3 +38,153 @@ def iou_per_class(confusion: np.ndarray) -> np.ndarray:
 def mean_iou(confusion: np.ndarray) -> float:
     """Mean IoU over the classes present in the target or the prediction."""
     return float(np.nanmean(iou_per_class(confusion)))
+
+
+# ------------------------------------------------------------------------------------------
+# Anomaly-detection metrics: AP, AUROC, FPR at 95 % TPR
+# ------------------------------------------------------------------------------------------
+#
+# Label 1 (anomaly) is the positive class and a pixel is called anomalous when its score is
+# at least the threshold t. Sweeping t over every distinct score from high to low gives one
+# ROC / PR point per distinct score, tied scores entering together. Both the exact and the
+# streaming metrics reduce the data to *groups of tied scores in descending order*, each
+# with its number of positives and negatives, and read all three metrics off those groups
+# in one pass (``_metrics_from_groups``):
+#
+#     TP_i = Σ_{j≤i} pos_j,  FP_i = Σ_{j≤i} neg_j,  P = TP_last,  N = FP_last
+#     AP     = Σ_i (pos_i / P) · TP_i / (TP_i + FP_i)         the step sum Σ (R_n − R_{n−1}) P_n
+#     AUROC  = Σ_i (FP_i − FP_{i−1})/N · (TP_i + TP_{i−1})/(2P)   trapezoids between ROC points
+#     FPR95  = FP_i*/N at the first i* with TP_i* ≥ 0.95·P
+
+
+def _metrics_from_groups(pos: np.ndarray, neg: np.ndarray) -> dict:
+    tp = np.cumsum(pos, dtype=np.float64)
+    fp = np.cumsum(neg, dtype=np.float64)
+    P, N = tp[-1], fp[-1]
+    has_pos = pos > 0
+    ap = float(np.sum(pos[has_pos] / P * tp[has_pos] / (tp[has_pos] + fp[has_pos])))
+    tp_prev = np.concatenate([[0.0], tp[:-1]])
+    auroc = float(np.sum(neg / N * (tp + tp_prev) / (2 * P)))
+    first = int(np.argmax(tp >= 0.95 * P))
+    return {"AP": ap, "AUROC": auroc, "FPR95": float(fp[first] / N)}
+
+
+def _as_flat_numpy(x, name: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu()
+        if x.dtype in (torch.float16, torch.bfloat16):
+            x = x.float()
+        x = x.numpy()
+    return np.asarray(x).reshape(-1)
+
+
+def _scored_pixels(scores, labels, ignore_index):
+    """Flatten, drop ignored pixels and check what a metric needs; returns (scores, is_anomaly)."""
+    s, y = _as_flat_numpy(scores, "scores"), _as_flat_numpy(labels, "labels")
+    if s.shape != y.shape:
+        raise ValueError(f"scores hold {s.size} values but labels {y.size}; pass maps of the same shape")
+    if s.dtype == np.float16:
+        s = s.astype(np.float32)
+    if not np.issubdtype(s.dtype, np.floating):
+        s = s.astype(np.float64)
+    ignored = y == ignore_index
+    if ignored.any():
+        s, y = s[~ignored], y[~ignored]
+    if not np.isfinite(s).all():
+        bad = np.count_nonzero(~np.isfinite(s))
+        raise ValueError(f"{bad} scored pixels are NaN or ±inf; anomaly scores must be finite")
+    is_pos = y == 1
+    other = ~is_pos & (y != 0)
+    if other.any():
+        raise ValueError(f"labels must be 0 (inlier), 1 (anomaly) or {ignore_index} (ignored); "
+                         f"found {np.unique(y[other]).tolist()}")
+    return s, is_pos
+
+
+def ood_metrics(scores, labels, ignore_index: int = IGNORE_INDEX) -> dict:
+    """Exact AP, AUROC and FPR95 of anomaly ``scores`` (higher = more anomalous) against
+    ``labels`` (1 anomaly, 0 inlier, ``ignore_index`` not scored); torch or numpy, any shape.
+
+    Equal to scikit-learn's ``average_precision_score``, ``roc_auc_score`` and the FPR of
+    ``roc_curve`` at the first threshold with TPR ≥ 0.95, ties included, from one sort:
+    the inlier scores are sorted (a vectorised sort, fast for float32) and the anomalies'
+    distinct scores are located among them by binary search, which gives the tie groups.
+    """
+    s, is_pos = _scored_pixels(scores, labels, ignore_index)
+    pos_scores, neg_sorted = s[is_pos], np.sort(s[~is_pos])
+    if pos_scores.size == 0 or neg_sorted.size == 0:
+        raise ValueError(f"need both anomaly and inlier pixels; got {pos_scores.size} anomaly and "
+                         f"{neg_sorted.size} inlier pixels (after removing label {ignore_index})")
+    values, pos_counts = np.unique(pos_scores, return_counts=True)   # ascending distinct scores
+    below = np.searchsorted(neg_sorted, values, side="left")          # #negatives < values[j]
+    at_most = np.searchsorted(neg_sorted, values, side="right")       # #negatives ≤ values[j]
+    m = values.size
+    # Ascending groups: gap below values[0], values[0], gap, values[1], ..., values[m-1], gap above.
+    pos = np.zeros(2 * m + 1, np.int64)
+    neg = np.zeros(2 * m + 1, np.int64)
+    pos[1::2] = pos_counts
+    neg[1::2] = at_most - below                                       # negatives tied with values[j]
+    neg[0::2] = np.concatenate([below, [neg_sorted.size]]) - np.concatenate([[0], at_most])  # gaps
+    return _metrics_from_groups(pos[::-1], neg[::-1])
+
+
+class StreamingOODMetrics:
+    """AP, AUROC and FPR95 over any number of pixels in constant memory.
+
+    Scores are binned by their float32 bit pattern: the IEEE-754 bits of a float, with the
+    sign handled, form an integer that orders exactly like the float, and its top ``bits``
+    bits select a bin. Every bin spans a fixed *relative* width, 2^-(bits-9) of its value
+    (1.2e-4 with the default 22 bits), at any magnitude, so no score range is assumed: no
+    clipping, no squashing, no per-batch rescaling -- DenseHybrid's scores are unbounded.
+    To put the finest bins where the scores are, values are first shifted and scaled by a
+    fixed monotone map ``(s − center)/scale``, taken from the first batch (its median and
+    inter-quartile range) unless given. A bin acts as one group of tied scores, and the
+    metrics are computed from the bins as in :func:`ood_metrics`.
+
+    Memory: two int64 histograms of 2^bits bins (64 MiB at 22 bits), whatever the number of
+    pixels. States add: ``merge`` (or summing ``state_dict()['pos']`` and ``['neg']`` across
+    processes with the same center and scale) gives the metrics of the union.
+    """
+
+    def __init__(self, bits: int = 22, ignore_index: int = IGNORE_INDEX, center: float | None = None,
+                 scale: float | None = None):
+        if not 10 <= bits <= 24:
+            raise ValueError("bits must be between 10 and 24")
+        self.bits, self.ignore_index = bits, ignore_index
+        self.center, self.scale = center, scale
+        self.pos = np.zeros(2 ** bits, np.int64)
+        self.neg = np.zeros(2 ** bits, np.int64)
+
+    def _bins(self, s: np.ndarray) -> np.ndarray:
+        if self.center is None:
+            q1, median, q3 = np.quantile(s, [0.25, 0.5, 0.75]) if s.size else (0.0, 0.0, 1.0)
+            self.center, self.scale = float(median), float(q3 - q1) or 1.0
+        u = ((s.astype(np.float64) - self.center) / (self.scale or 1.0)).astype(np.float32).view(np.uint32)
+        # negative floats: flip all bits; positive floats: set the sign bit -> monotone uint32
+        key = np.where(u >> 31, ~u, u | np.uint32(0x80000000))
+        return (key >> np.uint32(32 - self.bits)).astype(np.int64)
+
+    def update(self, scores, labels) -> None:
+        s, is_pos = _scored_pixels(scores, labels, self.ignore_index)
+        bins = self._bins(s)
+        self.pos += np.bincount(bins[is_pos], minlength=self.pos.size)
+        self.neg += np.bincount(bins[~is_pos], minlength=self.neg.size)
+
+    def merge(self, other: "StreamingOODMetrics") -> "StreamingOODMetrics":
+        if other.bits != self.bits or (other.center, other.scale) != (self.center, self.scale):
+            raise ValueError("can only merge streaming metrics with the same bits, center and scale "
+                             "(pass center= and scale= to every process)")
+        self.pos += other.pos
+        self.neg += other.neg
+        return self
+
+    def state_dict(self) -> dict:
+        return {"bits": self.bits, "center": self.center, "scale": self.scale,
+                "pos": torch.from_numpy(self.pos), "neg": torch.from_numpy(self.neg)}
+
+    def compute(self) -> dict:
+        P, N = int(self.pos.sum()), int(self.neg.sum())
+        if P == 0 or N == 0:
+            raise ValueError(f"need both anomaly and inlier pixels; got {P} anomaly and {N} inlier pixels")
+        used = (self.pos + self.neg) > 0
+        return _metrics_from_groups(self.pos[used][::-1], self.neg[used][::-1])
