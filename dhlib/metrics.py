@@ -188,3 +188,55 @@ class StreamingOODMetrics:
             raise ValueError(f"need both anomaly and inlier pixels; got {P} anomaly and {N} inlier pixels")
         used = (self.pos + self.neg) > 0
         return _metrics_from_groups(self.pos[used][::-1], self.neg[used][::-1])
+
+
+# ------------------------------------------------------------------------------------------
+# Open-set segmentation (TPAMI 2024): the cost of anomalies for the closed-set classes
+# ------------------------------------------------------------------------------------------
+
+def threshold_at_tpr(scores, labels, tpr: float = 0.95, ignore_index: int = IGNORE_INDEX) -> float:
+    """The largest threshold τ with TPR(score ≥ τ) ≥ ``tpr``: the ⌈tpr·P⌉-th largest anomaly
+    score. Chosen on a calibration split, then applied to the test split."""
+    s, is_pos = _scored_pixels(scores, labels, ignore_index)
+    pos = np.sort(s[is_pos])[::-1]
+    if pos.size == 0:
+        raise ValueError("the calibration split holds no anomaly pixels")
+    return float(pos[int(np.ceil(tpr * pos.size)) - 1])
+
+
+class OpenSetConfusion:
+    """Closed-set and open-set confusion matrices over a dataset.
+
+    Open-set prediction: the argmax class, or "unknown" (index K) where the anomaly score is
+    ≥ τ. Open-set truth: the class for inliers, "unknown" for anomalies. From the
+    (K+1)×(K+1) matrix, per known class k,
+
+        open-IoU_k = TP_k / (TP_k + FP_k + FN_k)
+
+    where anomalies predicted as k count in FP_k and inliers rejected as unknown in FN_k;
+    open-mIoU averages over the known classes present. Closed mIoU uses only the inliers and
+    the argmax. The gap between the two is what the anomalies cost.
+    """
+
+    def __init__(self, num_classes: int, threshold: float):
+        self.k, self.threshold = num_classes, threshold
+        self.closed = np.zeros((num_classes, num_classes), np.int64)
+        self.open = np.zeros((num_classes + 1, num_classes + 1), np.int64)
+
+    def update(self, prediction, scores, target, ood_label) -> None:
+        """``prediction``: argmax classes; ``target``: train ids (255 ignore); ``ood_label``: 0/1/255."""
+        prediction = torch.as_tensor(prediction).reshape(-1).long()
+        scores = torch.as_tensor(scores).reshape(-1)
+        target = torch.as_tensor(target).reshape(-1).long()
+        ood = torch.as_tensor(ood_label).reshape(-1).long()
+        inlier = (ood == 0) & (target != IGNORE_INDEX)
+        self.closed += confusion_matrix(prediction[inlier], target[inlier], self.k)
+        truth = torch.where(ood == 1, self.k, target)
+        scored = inlier | (ood == 1)
+        open_pred = torch.where(scores >= self.threshold, self.k, prediction)
+        self.open += confusion_matrix(open_pred[scored], truth[scored], self.k + 1)
+
+    def compute(self) -> dict:
+        open_iou = iou_per_class(self.open)[:self.k]
+        return {"mIoU": mean_iou(self.closed), "open_mIoU": float(np.nanmean(open_iou)),
+                "IoU": iou_per_class(self.closed).tolist(), "open_IoU": open_iou.tolist()}
