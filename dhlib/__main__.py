@@ -5,10 +5,12 @@ Commands available now:
 * ``make-data``  write the SynthCity trees (quick tier) in the real dataset formats;
 * ``figures``    draw the data figures (scenes, labels, anomalies, negatives, pasting);
 * ``train-flow`` pre-train the normalizing flow on inlier crops (``--resume`` continues);
+* ``evaluate``   ``--checkpoint PATH [--dataset DIR]``: all six anomaly scores, metrics table,
+                 figures;
 * ``demo``       the main job so far: ``make-data``, ``train-flow``, ``figures``, with time and
                  peak memory printed.
 
-Segmenter training and evaluation join this list as they are built.
+Segmenter training joins this list when it is built.
 """
 from __future__ import annotations
 
@@ -91,6 +93,45 @@ def train_flow(profile: Profile, resume: bool = False) -> dict:
     return summary
 
 
+def evaluate(profile: Profile, checkpoint: str | None = None, dataset: str | None = None) -> dict:
+    """Evaluate a checkpoint of the profile's model on an anomaly dataset; print the table.
+
+    ``dataset``: 'fishyscapes' (the profile's Fishyscapes split; default) or a folder of the
+    user's images (``images/`` and optional ``labels/``).
+    """
+    from .data import CustomImages, Fishyscapes
+    from .evaluation import THKLOODEvaluation
+    from .models import build_model, load_checkpoint
+    if not checkpoint:
+        raise SystemExit("evaluate needs --checkpoint PATH: a DenseHybrid / NVIDIA checkpoint or "
+                         "a model.pt written by this package")
+    model = build_model(profile)
+    report = load_checkpoint(model, checkpoint)
+    device = "cuda" if torch_cuda_available() and profile.device != "cpu" else "cpu"
+    model.to(device)
+    if dataset in (None, "fishyscapes"):
+        if profile.use_synthcity:
+            from .data.synthcity import export
+            export(profile=profile)
+        data = Fishyscapes(profile.path("fishyscapes_root"), profile.fishyscapes_split)
+    else:
+        data = CustomImages(dataset)
+        if not data.has_labels:
+            raise SystemExit(f"{dataset} has no labels/ folder: metrics need 0/1/255 labels")
+    evaluation = THKLOODEvaluation(model, data)
+    evaluation.run()
+    print(f"{checkpoint} ({report.layout}) on {len(data)} images:")
+    print(evaluation.format_table())
+    for path in evaluation.figures(profile.path("figures_dir")):
+        print(f"wrote {path}")
+    return evaluation.results
+
+
+def torch_cuda_available() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
 def peak_memory_mb() -> float:
     """Peak resident memory of this process and its finished children, in MB (Linux)."""
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -108,7 +149,8 @@ def demo(profile: Profile) -> None:
           f"peak memory {peak_memory_mb():.0f} MB")
 
 
-COMMANDS = {"make-data": make_data, "figures": figures, "train-flow": train_flow, "demo": demo}
+COMMANDS = {"make-data": make_data, "figures": figures, "train-flow": train_flow, "evaluate": evaluate,
+            "demo": demo}
 
 
 def main(argv=None) -> None:
@@ -121,6 +163,8 @@ def main(argv=None) -> None:
                         help="override a profile field, e.g. --set synthcity_train=200 (repeatable)")
     parser.add_argument("--resume", action="store_true",
                         help="train-flow: continue from the last checkpoint in the run folder")
+    parser.add_argument("--checkpoint", help="evaluate: the model weights to load")
+    parser.add_argument("--dataset", help="evaluate: 'fishyscapes' (default) or a folder with images/ and labels/")
     args = parser.parse_args(argv)
     try:
         profile = _profile_from_args(args)
@@ -128,6 +172,8 @@ def main(argv=None) -> None:
         parser.error(str(err))
     if args.command == "train-flow":
         train_flow(profile, resume=args.resume)
+    elif args.command == "evaluate":
+        evaluate(profile, args.checkpoint, args.dataset)
     else:
         COMMANDS[args.command](profile)
 

@@ -240,3 +240,15 @@ class OpenSetConfusion:
         open_iou = iou_per_class(self.open)[:self.k]
         return {"mIoU": mean_iou(self.closed), "open_mIoU": float(np.nanmean(open_iou)),
                 "IoU": iou_per_class(self.closed).tolist(), "open_IoU": open_iou.tolist()}
+
+
+def curves_from_streaming(metrics: StreamingOODMetrics, points: int = 512) -> dict:
+    """ROC (fpr, tpr) and precision-recall curves from a streaming state, thinned to about
+    ``points`` points for plotting."""
+    used = (metrics.pos + metrics.neg) > 0
+    tp = np.cumsum(metrics.pos[used][::-1], dtype=np.float64)
+    fp = np.cumsum(metrics.neg[used][::-1], dtype=np.float64)
+    keep = np.unique(np.linspace(0, tp.size - 1, min(points, tp.size)).astype(int))
+    tp, fp = tp[keep], fp[keep]
+    return {"fpr": np.concatenate([[0], fp / fp[-1]]), "tpr": np.concatenate([[0], tp / tp[-1]]),
+            "recall": tp / tp[-1], "precision": tp / np.maximum(tp + fp, 1)}
