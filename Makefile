@@ -26,6 +26,7 @@ test: install
 bench: install
 	$(PY) benchmarks/bench_synthcity.py
 	$(PY) benchmarks/bench_models.py
+	$(PY) benchmarks/bench_metrics.py
 
 # Re-execute every notebook top to bottom in quick mode and store the outputs.
 notebooks: install
