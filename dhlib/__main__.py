@@ -120,6 +120,7 @@ def evaluate(profile: Profile, checkpoint: str | None = None, dataset: str | Non
             raise SystemExit(f"{dataset} has no labels/ folder: metrics need 0/1/255 labels")
     evaluation = THKLOODEvaluation(model, data)
     evaluation.run()
+    evaluation.component_metrics("hybrid")
     print(f"{checkpoint} ({report.layout}) on {len(data)} images:")
     print(evaluation.format_table())
     for path in evaluation.figures(profile.path("figures_dir")):

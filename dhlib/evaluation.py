@@ -6,6 +6,7 @@ of :mod:`dhlib.scores` from the same logits. Pooled AP / AUROC / FPR95 come from
 per-image metrics (exact) are kept on request. When the dataset also has the scenes'
 semantic labels (SynthCity writes them), closed mIoU and open-set mIoU are computed too,
 with the hybrid score's threshold at 95 % TPR chosen on a calibration part of the dataset.
+``component_metrics()`` adds SegmentMeIfYouCan's component-level sIoU / PPV / mean F1.
 """
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .metrics import (OpenSetConfusion, StreamingOODMetrics, curves_from_streaming, ood_metrics,
-                      threshold_at_tpr)
+from .metrics import (ComponentMetrics, OpenSetConfusion, StreamingOODMetrics, best_f1_threshold,
+                      curves_from_streaming, ood_metrics, threshold_at_tpr)
 from .scores import SCORES
 
 
@@ -100,6 +101,24 @@ class THKLOODEvaluation:
                         if open_set is not None else None}
         return table
 
+    @torch.no_grad()
+    def component_metrics(self, score: str = "hybrid", min_gt_size: int = 10, progress: bool = True) -> dict:
+        """SegmentMeIfYouCan component metrics of one score (a second pass over the data).
+
+        The map is thresholded at the pooled best pixel-F1 threshold of ``run()``'s statistics.
+        """
+        if self.results is None:
+            raise RuntimeError("call run() before component_metrics()")
+        threshold = best_f1_threshold(self.results["streams"][score])
+        components = ComponentMetrics(threshold, min_gt_size=min_gt_size)
+        for i in tqdm(range(len(self.dataset)), desc=f"components ({score})", disable=not progress):
+            image, label = self.dataset[i]
+            seg, ood = self._logits(image)
+            components.update(self.score_fns[score](seg, ood)[0], label)
+        result = components.compute() | {"threshold": threshold, "score": score}
+        self.results["components"] = result
+        return result
+
     def format_table(self) -> str:
         """The pooled metrics as aligned text, best AP first."""
         t = self.results["table"]
@@ -111,6 +130,10 @@ class THKLOODEvaluation:
             o = self.results["open_set"]
             lines.append(f"closed mIoU {100 * o['mIoU']:.2f}, open-mIoU {100 * o['open_mIoU']:.2f} "
                          f"(hybrid threshold at 95% TPR: {o['threshold']:.3f})")
+        if self.results.get("components"):
+            c = self.results["components"]
+            lines.append(f"components ({c['score']}, pixel-F1 threshold {c['threshold']:.3f}): sIoU "
+                         f"{100 * c['sIoU_gt']:.2f}, PPV {100 * c['PPV']:.2f}, mean F1 {100 * c['mean_F1']:.2f}")
         return "\n".join(lines)
 
     # --- figures -------------------------------------------------------------------------

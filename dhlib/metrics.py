@@ -252,3 +252,89 @@ def curves_from_streaming(metrics: StreamingOODMetrics, points: int = 512) -> di
     tp, fp = tp[keep], fp[keep]
     return {"fpr": np.concatenate([[0], fp / fp[-1]]), "tpr": np.concatenate([[0], tp / tp[-1]]),
             "recall": tp / tp[-1], "precision": tp / np.maximum(tp + fp, 1)}
+
+
+# ------------------------------------------------------------------------------------------
+# Component-level metrics (SegmentMeIfYouCan, Chan et al., NeurIPS 2021 datasets track)
+# ------------------------------------------------------------------------------------------
+
+SIOU_THRESHOLDS = np.linspace(0.25, 0.75, 11)  # τ = 0.25, 0.30, ..., 0.75
+
+
+def best_f1_threshold(metrics: StreamingOODMetrics) -> float:
+    """The score threshold t maximising pixel F1 = 2PR/(P+R) of "score ≥ t", from a
+    streaming state (the lowest score of the best bin)."""
+    used = np.flatnonzero((metrics.pos + metrics.neg) > 0)[::-1]          # descending bins
+    tp = np.cumsum(metrics.pos[used], dtype=np.float64)
+    fp = np.cumsum(metrics.neg[used], dtype=np.float64)
+    f1 = 2 * tp / (tp + fp + tp[-1])                                      # 2TP / (2TP + FP + FN)
+    best = used[int(np.argmax(f1))]
+    key = np.array([best << (32 - metrics.bits)], np.uint32)               # the bin's lowest key
+    bits = np.where(key >> 31, key & np.uint32(0x7FFFFFFF), ~key)         # undo the monotone map
+    value = float(bits.view(np.float32)[0])
+    return value * (metrics.scale or 1.0) + (metrics.center or 0.0)
+
+
+class ComponentMetrics:
+    """SegmentMeIfYouCan's component-level metrics, accumulated over images.
+
+    For each image: predicted anomaly = score ≥ threshold, with void pixels removed; ground
+    truth and prediction are split into 8-connected components; ground-truth components
+    smaller than ``min_gt_size`` pixels become void; everything is then evaluated on the
+    non-void pixels. For a ground-truth component k, with K̂ the union of the predicted
+    components that touch it and A the pixels of K̂ that belong to *other* ground-truth
+    components,
+
+        sIoU(k) = |k ∩ K̂| / (|k ∪ K̂| − |A|)          (adjusted: one blob over two objects is not punished)
+
+    and for a predicted component k̂, PPV(k̂) = |k̂ ∩ ground-truth anomalies| / |k̂|.
+    For each τ: TP = #{k : sIoU ≥ τ}, FN = #{k : sIoU < τ}, FP = #{k̂ : PPV < τ}, pooled over
+    the dataset; F1(τ) = 2TP / (2TP + FN + FP); the benchmark reports the mean F1 over
+    τ ∈ {0.25, 0.30, ..., 0.75}, the mean sIoU over ground-truth components and the mean PPV
+    over predicted components. ``min_pred_size`` optionally drops small predicted components.
+    """
+
+    def __init__(self, threshold: float, min_gt_size: int = 10, min_pred_size: int = 0,
+                 ignore_index: int = IGNORE_INDEX):
+        self.threshold, self.min_gt_size, self.min_pred_size = threshold, min_gt_size, min_pred_size
+        self.ignore_index = ignore_index
+        self.siou, self.ppv = [], []
+
+    def update(self, scores, labels) -> None:
+        from scipy.ndimage import label as connected_components
+        s = np.asarray(torch.as_tensor(scores).float().cpu()) if isinstance(scores, torch.Tensor) else np.asarray(scores)
+        y = np.asarray(torch.as_tensor(labels).cpu()) if isinstance(labels, torch.Tensor) else np.asarray(labels)
+        if s.shape != y.shape or s.ndim != 2:
+            raise ValueError(f"component metrics need one H×W score map and label map, got {s.shape} and {y.shape}")
+        eight = np.ones((3, 3), np.uint8)
+        void = y == self.ignore_index
+        gt, n_gt = connected_components(y == 1, eight)
+        pred, n_pred = connected_components((s >= self.threshold) & ~void, eight)
+        if self.min_pred_size:
+            sizes = np.bincount(pred.ravel(), minlength=n_pred + 1)
+            pred[sizes[pred] < self.min_pred_size] = 0
+        gt_sizes = np.bincount(gt.ravel(), minlength=n_gt + 1)
+        void = void | ((gt > 0) & (gt_sizes[gt] < self.min_gt_size))
+        gt, pred = gt[~void], pred[~void]                                  # the region of interest
+        for k in np.unique(gt[gt > 0]):
+            in_k = gt == k
+            touching = np.unique(pred[in_k & (pred > 0)])
+            covered = np.isin(pred, touching)
+            intersection = np.count_nonzero(in_k & covered)
+            other_gt = np.count_nonzero(covered & (gt > 0) & ~in_k)
+            union = np.count_nonzero(covered) + np.count_nonzero(in_k) - intersection - other_gt
+            self.siou.append(intersection / union)
+        for j in np.unique(pred[pred > 0]):
+            in_j = pred == j
+            self.ppv.append(np.count_nonzero(in_j & (gt > 0)) / np.count_nonzero(in_j))
+
+    def compute(self) -> dict:
+        siou, ppv = np.array(self.siou), np.array(self.ppv)
+        f1 = []
+        for t in SIOU_THRESHOLDS:
+            tp, fn, fp = np.sum(siou >= t), np.sum(siou < t), np.sum(ppv < t)
+            f1.append(2 * tp / (2 * tp + fn + fp) if (tp + fn + fp) else float("nan"))
+        return {"sIoU_gt": float(siou.mean()) if siou.size else float("nan"),
+                "PPV": float(ppv.mean()) if ppv.size else float("nan"),
+                "mean_F1": float(np.mean(f1)), "F1": dict(zip(np.round(SIOU_THRESHOLDS, 2).tolist(), f1)),
+                "components_gt": int(siou.size), "components_pred": int(ppv.size)}

@@ -38,6 +38,9 @@ def test_evaluation_pools_all_scores_and_matches_exact_metrics(tiny_profile, mod
     o = ev.results["open_set"]
     assert o is not None and 0 <= o["open_mIoU"] <= 1 and np.isfinite(o["threshold"])
     assert "hybrid" in ev.format_table() and "open-mIoU" in ev.format_table()
+    comp = ev.component_metrics("hybrid", progress=False)
+    assert 0 <= comp["mean_F1"] <= 1 and comp["components_gt"] > 0
+    assert "mean F1" in ev.format_table()
     paths = ev.figures(tmp_path)
     assert {p.name for p in paths} == {"eval_curves.png", "eval_score_distributions.png",
                                        "eval_heatmaps.png", "eval_confidence.png"}
