@@ -1,7 +1,15 @@
 """Loss terms of DenseHybrid and its flow extension, each with its equation.
 
-So far: the flow's Jensen-Shannon objective (TPAMI 2024). The segmentation terms L_d, L_x,
-L_cla join this module with the trainer.
+Targets come from :func:`dhlib.negatives.paste`: ``seg_target`` holds train ids with 255 on
+void and pasted pixels; ``ood_target`` is 1 on pasted (negative) pixels, 0 on inliers and
+255 on void. With class logits s(x) and OOD logits o(x):
+
+    L_d   = mean over inlier pixels of −ln softmax(s)_y                  segmentation
+    L_x   = mean over negative pixels of ln p̂(x) = logsumexp_k s_k(x)     data likelihood
+    L_cla = mean over non-void pixels of −ln softmax(o)_{in/out}          dataset posterior
+    L     = L_d + β·L_x + 10β·L_cla          (DenseHybrid, ECCV 2022; β in the profile)
+
+and, for the flow of the TPAMI extension, L_flow = L_mle + λ·L_jsd.
 """
 from __future__ import annotations
 
@@ -37,3 +45,40 @@ def jsd_to_uniform(seg_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
     if not mask.any():
         return seg_logits.sum() * 0.0
     return jsd[mask].mean().to(seg_logits.dtype)
+
+
+def segmentation_loss(seg_logits: torch.Tensor, seg_target: torch.Tensor) -> torch.Tensor:
+    """L_d: cross-entropy −ln P(y|x) on inlier pixels; void and pasted pixels (255) ignored."""
+    return F.cross_entropy(seg_logits, seg_target, ignore_index=255)
+
+
+def likelihood_loss(seg_logits: torch.Tensor, ood_target: torch.Tensor) -> torch.Tensor:
+    """L_x: the mean of ln p̂(x) = logsumexp_k s_k(x) over negative pixels (ood_target = 1).
+
+    DenseHybrid reads exp s_k(x) as an unnormalised joint density p̂(x, k), so
+    p̂(x) = Σ_k exp s_k(x) and p(x) = p̂(x)/Z with an intractable Z(θ). Lowering ln p̂ on
+    negatives pushes probability mass away from them; since Z = ∫ p̂ is shared by all
+    inputs, this lowers Z and thereby raises the *normalised* likelihood of everything the
+    negatives do not cover -- the inliers -- without ever computing Z. Minimising it never
+    needs the gradient of ln Z, which an explicit inlier term −ln p(x_in) would.
+    An empty negative mask gives 0.
+    """
+    negative = ood_target == 1
+    if not negative.any():
+        return seg_logits.sum() * 0.0
+    logits = seg_logits.float() if seg_logits.dtype in (torch.float16, torch.bfloat16) else seg_logits
+    return torch.logsumexp(logits, 1)[negative].mean()
+
+
+def ood_head_loss(ood_logits: torch.Tensor, ood_target: torch.Tensor) -> torch.Tensor:
+    """L_cla: 2-way cross-entropy of the OOD head, inlier (0) vs negative (1); void ignored."""
+    return F.cross_entropy(ood_logits, ood_target, ignore_index=255)
+
+
+def densehybrid_loss(seg_logits, ood_logits, seg_target, ood_target, beta: float) -> dict:
+    """All segmenter terms and their weighted sum L = L_d + β·L_x + 10β·L_cla."""
+    terms = {"L_d": segmentation_loss(seg_logits, seg_target),
+             "L_x": likelihood_loss(seg_logits, ood_target),
+             "L_cla": ood_head_loss(ood_logits, ood_target)}
+    terms["loss"] = terms["L_d"] + beta * terms["L_x"] + 10 * beta * terms["L_cla"]
+    return terms

@@ -1,0 +1,57 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dhlib.losses import densehybrid_loss, likelihood_loss, ood_head_loss, segmentation_loss
+
+
+def _batch():
+    g = torch.Generator().manual_seed(0)
+    seg = torch.randn(2, 5, 4, 6, generator=g, dtype=torch.float64)
+    ood = torch.randn(2, 2, 4, 6, generator=g, dtype=torch.float64)
+    seg_t = torch.randint(0, 5, (2, 4, 6), generator=g)
+    ood_t = torch.zeros(2, 4, 6, dtype=torch.long)
+    ood_t[:, :2, :2] = 1           # pasted negatives
+    seg_t[ood_t == 1] = 255
+    seg_t[:, -1, -1] = 255          # void
+    ood_t[:, -1, -1] = 255
+    return seg, ood, seg_t, ood_t
+
+
+def test_terms_against_direct_formulas():
+    seg, ood, seg_t, ood_t = _batch()
+    s, o = seg.numpy(), ood.numpy()
+    lse = np.log(np.exp(s).sum(1))
+    inlier = seg_t.numpy() != 255
+    picked = np.take_along_axis(s, np.where(inlier, seg_t.numpy(), 0)[:, None], 1)[:, 0]
+    l_d = (lse - picked)[inlier].mean()
+    neg = ood_t.numpy() == 1
+    l_x = lse[neg].mean()
+    scored = ood_t.numpy() != 255
+    lse_o = np.log(np.exp(o).sum(1))
+    picked_o = np.take_along_axis(o, np.where(scored, ood_t.numpy(), 0)[:, None], 1)[:, 0]
+    l_cla = (lse_o - picked_o)[scored].mean()
+    assert segmentation_loss(seg, seg_t).item() == pytest.approx(l_d, rel=1e-12)
+    assert likelihood_loss(seg, ood_t).item() == pytest.approx(l_x, rel=1e-12)
+    assert ood_head_loss(ood, ood_t).item() == pytest.approx(l_cla, rel=1e-12)
+    terms = densehybrid_loss(seg, ood, seg_t, ood_t, beta=0.03)
+    assert terms["loss"].item() == pytest.approx(l_d + 0.03 * l_x + 0.3 * l_cla, rel=1e-12)
+
+
+def test_likelihood_term_lowers_logsumexp_only_on_negatives():
+    seg, _, _, ood_t = _batch()
+    seg.requires_grad_(True)
+    likelihood_loss(seg, ood_t).backward()
+    grad = seg.grad
+    assert (grad[:, :, ood_t[0] != 1] == 0).all()                  # no gradient off the negatives
+    # d lse / d s = softmax > 0: descending the loss lowers every logit of a negative pixel
+    assert (grad.permute(0, 2, 3, 1)[ood_t == 1] > 0).all()
+    assert likelihood_loss(seg.detach(), torch.zeros_like(ood_t)).item() == 0.0
+
+
+def test_losses_stay_finite_on_extreme_logits():
+    seg, ood, seg_t, ood_t = _batch()
+    terms = densehybrid_loss(seg.float() * 1e4, ood.float() * 1e4, seg_t, ood_t, beta=0.03)
+    assert all(math.isfinite(v.item()) for v in terms.values())
