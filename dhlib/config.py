@@ -86,6 +86,11 @@ class Profile:
     fine_dim: int = 16
     aspp_rates: tuple[int, int, int] = (4, 8, 12)  # at stride 8 on 256 px crops
 
+    # Probability b that an image's negative is a flow sample instead of an ADE20K patch:
+    # 0 = real negatives only (DenseHybrid ECCV), 1 = synthetic only, between = the TPAMI mixture.
+    synthetic_prob: float = 0.5
+    flow_temperature: float = 0.8  # sampling temperature of synthetic negatives (our choice)
+
     # --- normalizing flow (TPAMI: synthetic negatives) ------------------------------------
     flow_levels: int = 3          # squeeze factor 2^3 = 8: sample sides are multiples of 8
     flow_steps: int = 4           # flow steps per level
@@ -180,6 +185,8 @@ def validate(profile: Profile) -> Profile:
     low, high = profile.scale_range
     if not 0 < low <= high:
         problems.append(f"scale_range={profile.scale_range}: need 0 < low <= high")
+    if not 0 <= profile.synthetic_prob <= 1:
+        problems.append(f"synthetic_prob={profile.synthetic_prob}: a probability in [0, 1]")
     if profile.negative_max_classes < 1:
         problems.append("negative_max_classes must be at least 1")
     for name in ("synthcity_height", "synthcity_width"):

@@ -164,25 +164,44 @@ def paste(image: torch.Tensor, seg_target: torch.Tensor, patch, patch_mask, box)
     return mixed, seg, ood
 
 
-def paste_real_negatives(images: torch.Tensor, seg_targets: torch.Tensor, negatives, profile,
-                         generator: torch.Generator | None = None, kind: str | None = None):
-    """Paste one ADE20K-format negative into each image of a batch (real negatives only).
+def paste_negatives(images: torch.Tensor, seg_targets: torch.Tensor, negatives, profile,
+                    generator: torch.Generator | None = None, kind: str | None = None, flow=None,
+                    synthetic_prob: float | None = None, flow_grad: bool = False):
+    """Paste one negative into each image of a batch: a flow sample with probability b,
+    otherwise a real ADE20K-format negative (the TPAMI mixture).
 
-    ``negatives`` is an :class:`~dhlib.data.ADE20KNegatives`-like dataset of
-    ``(image, classes)``; patch sizes and the mask kind come from the profile.
-    Returns ``(mixed, seg_targets, ood_targets, boxes)``.
+    ``negatives``: a dataset of ``(image, classes)``; ``flow``: a flow with ``sample`` and
+    ``factor`` (None = real negatives only); ``synthetic_prob`` = b (default: the profile's).
+    With ``flow_grad`` the flow samples keep their graph, so a loss on the mixed images
+    trains the flow. Returns ``(mixed, seg_targets, ood_targets, boxes, synthetic)`` with
+    ``synthetic[i]`` telling which images got a flow sample.
     """
     kind = kind or profile.negative_mask_kind
-    patches, masks, boxes = [], [], []
+    b = profile.synthetic_prob if synthetic_prob is None else synthetic_prob
+    patches, masks, boxes, synthetic = [], [], [], []
     for _ in range(images.shape[0]):
-        size = sample_patch_size(profile.negative_min_side, profile.negative_max_side,
-                                 images.shape[-2:], generator=generator)
+        use_flow = flow is not None and float(torch.rand((), generator=generator)) < b
+        size = sample_patch_size(profile.negative_min_side, profile.negative_max_side, images.shape[-2:],
+                                 multiple=flow.factor if use_flow else 1, generator=generator)
         box = random_box(images.shape[-2:], size, generator)
-        neg_image, neg_classes = negatives[_randint(0, len(negatives) - 1, generator)]
-        patch, mask = cut_negative(neg_image, neg_classes, size, kind,
-                                   profile.negative_max_classes, generator)
+        if use_flow:
+            with torch.set_grad_enabled(flow_grad):
+                patch = flow.sample(1, *size, temperature=profile.flow_temperature, generator=generator)[0]
+            mask = rectangle_mask(*size, device=images.device)
+        else:
+            neg_image, neg_classes = negatives[_randint(0, len(negatives) - 1, generator)]
+            patch, mask = cut_negative(neg_image, neg_classes, size, kind,
+                                       profile.negative_max_classes, generator)
         patches.append(patch.to(images.device))
         masks.append(mask.to(images.device))
         boxes.append(box)
+        synthetic.append(use_flow)
     mixed, seg, ood = paste(images, seg_targets, patches, masks, boxes)
+    return mixed, seg, ood, boxes, synthetic
+
+
+def paste_real_negatives(images: torch.Tensor, seg_targets: torch.Tensor, negatives, profile,
+                         generator: torch.Generator | None = None, kind: str | None = None):
+    """Real ADE20K-format negatives only: ``(mixed, seg_targets, ood_targets, boxes)``."""
+    mixed, seg, ood, boxes, _ = paste_negatives(images, seg_targets, negatives, profile, generator, kind)
     return mixed, seg, ood, boxes

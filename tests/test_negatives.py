@@ -120,3 +120,34 @@ def test_paste_real_negatives_on_synthcity(tiny_profile):
         outside = torch.ones(48, 48, dtype=torch.bool)
         outside[b.top:b.top + b.height, b.left:b.left + b.width] = False
         assert torch.equal(mixed[i][:, outside], images[i][:, outside])
+
+
+@pytest.mark.parametrize("b", [0.0, 0.5, 1.0])
+def test_mixing_real_and_synthetic_negatives(tiny_profile, b):
+    import dataclasses
+    from dhlib.flows import MultiScaleFlow
+    from dhlib.negatives import paste_negatives
+    profile = dataclasses.replace(tiny_profile, synthetic_prob=b)
+    flow = MultiScaleFlow(3, levels=2, steps=1, hidden=8)
+    negatives = ADE20KNegatives(tiny_profile.path("ade20k_root"))
+    images, segs = torch.rand(16, 3, 48, 48), torch.zeros(16, 48, 48, dtype=torch.long)
+    mixed, seg, ood, boxes, synthetic = paste_negatives(images, segs, negatives, profile, gen(), flow=flow)
+    share = sum(synthetic) / len(synthetic)
+    assert share == b if b in (0.0, 1.0) else 0.2 < share < 0.8
+    for i, (box, flow_sample) in enumerate(zip(boxes, synthetic)):
+        if flow_sample:  # a flow sample covers its whole box, with sides multiple of 2^levels
+            assert box.height % 4 == 0 and box.width % 4 == 0
+            assert (ood[i] == 1).sum() == box.height * box.width
+    assert not mixed.requires_grad  # the segmenter step samples without gradient
+
+
+def test_mixing_with_flow_gradient():
+    from dhlib.config import load_profile
+    from dhlib.flows import MultiScaleFlow
+    from dhlib.negatives import paste_negatives
+    profile = load_profile("quick", synthetic_prob=1.0, negative_min_side=8, negative_max_side=16)
+    flow = MultiScaleFlow(3, levels=2, steps=1, hidden=8)
+    mixed, *_ = paste_negatives(torch.rand(2, 3, 32, 32), torch.zeros(2, 32, 32, dtype=torch.long),
+                                None, profile, gen(), flow=flow, flow_grad=True)
+    mixed.sum().backward()
+    assert flow.top_mean.grad is not None
