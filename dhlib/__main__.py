@@ -5,12 +5,14 @@ Commands available now:
 * ``make-data``  write the SynthCity trees (quick tier) in the real dataset formats;
 * ``figures``    draw the data figures (scenes, labels, anomalies, negatives, pasting);
 * ``train-flow`` pre-train the normalizing flow on inlier crops (``--resume`` continues);
+* ``train``      train DenseHybrid with mixed negatives, fine-tuning the flow (``--resume``;
+                 multi-GPU: ``torchrun --nproc_per_node=G -m dhlib train --profile paper``);
 * ``evaluate``   ``--checkpoint PATH [--dataset DIR]``: all six anomaly scores, metrics table,
                  figures;
 * ``demo``       the main job so far: ``make-data``, ``train-flow``, ``figures``, with time and
                  peak memory printed.
 
-Segmenter training joins this list when it is built.
+
 """
 from __future__ import annotations
 
@@ -93,6 +95,16 @@ def train_flow(profile: Profile, resume: bool = False) -> dict:
     return summary
 
 
+def train_segmenter(profile: Profile, resume: bool = False) -> dict:
+    """Train DenseHybrid (segmenter + flow fine-tuning); prints the summary and val mIoU."""
+    from .train import train
+    summary = train(profile, resume=resume)
+    if summary["rank"] == 0:
+        print(f"trained {summary['steps']} steps in {summary['train_time_s']:.0f} s; "
+              f"weights in {profile.path('runs_dir') / 'model.pt'}")
+    return summary
+
+
 def evaluate(profile: Profile, checkpoint: str | None = None, dataset: str | None = None) -> dict:
     """Evaluate a checkpoint of the profile's model on an anomaly dataset; print the table.
 
@@ -150,8 +162,8 @@ def demo(profile: Profile) -> None:
           f"peak memory {peak_memory_mb():.0f} MB")
 
 
-COMMANDS = {"make-data": make_data, "figures": figures, "train-flow": train_flow, "evaluate": evaluate,
-            "demo": demo}
+COMMANDS = {"make-data": make_data, "figures": figures, "train-flow": train_flow, "train": train_segmenter,
+            "evaluate": evaluate, "demo": demo}
 
 
 def main(argv=None) -> None:
@@ -163,7 +175,7 @@ def main(argv=None) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a profile field, e.g. --set synthcity_train=200 (repeatable)")
     parser.add_argument("--resume", action="store_true",
-                        help="train-flow: continue from the last checkpoint in the run folder")
+                        help="train, train-flow: continue from the last checkpoint in the run folder")
     parser.add_argument("--checkpoint", help="evaluate: the model weights to load")
     parser.add_argument("--dataset", help="evaluate: 'fishyscapes' (default) or a folder with images/ and labels/")
     args = parser.parse_args(argv)
@@ -173,6 +185,8 @@ def main(argv=None) -> None:
         parser.error(str(err))
     if args.command == "train-flow":
         train_flow(profile, resume=args.resume)
+    elif args.command == "train":
+        train_segmenter(profile, resume=args.resume)
     elif args.command == "evaluate":
         evaluate(profile, args.checkpoint, args.dataset)
     else:

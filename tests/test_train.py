@@ -1,0 +1,60 @@
+"""The joint trainer: a killed run resumes to exactly the weights of an uninterrupted one."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+
+def _args(profile, run_dir, steps):
+    args = [sys.executable, "-m", "dhlib", "train", "--profile", "quick"]
+    settings = {"cityscapes_root": profile.cityscapes_root, "ade20k_root": profile.ade20k_root,
+                "fishyscapes_root": profile.fishyscapes_root, "synthcity_height": 64, "synthcity_width": 128,
+                "synthcity_train": 6, "synthcity_val": 4, "synthcity_negatives": 8, "synthcity_anomaly_test": 4,
+                "crop_size": 48, "negative_min_side": 8, "negative_max_side": 24, "batch_size": 2,
+                "flow_levels": 2, "flow_steps": 1, "flow_hidden": 8, "small_widths": "8,8,8,8,8",
+                "aspp_dim": 8, "fine_dim": 4, "train_steps": steps, "checkpoint_every": 5,
+                "runs_dir": str(run_dir)}
+    for key, value in settings.items():
+        args += ["--set", f"{key}={value}"]
+    return args
+
+
+def _env():
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
+
+
+def test_sigkilled_run_resumes_to_identical_weights(tiny_profile, tmp_path):
+    steps = 40
+    straight = subprocess.run(_args(tiny_profile, tmp_path / "straight", steps), env=_env(),
+                              capture_output=True, text=True, timeout=300)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+
+    killed_dir = tmp_path / "killed"
+    proc = subprocess.Popen(_args(tiny_profile, killed_dir, steps), env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = killed_dir / "checkpoint.pt"
+    deadline = time.time() + 240
+    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert checkpoint.exists(), "the run ended before its first checkpoint"
+    at_kill = torch.load(checkpoint, weights_only=True)["step"]
+    assert 0 < at_kill < steps, "the kill must land mid-way"
+    assert not (killed_dir / "model.pt").exists()
+
+    resumed = subprocess.run(_args(tiny_profile, killed_dir, steps) + ["--resume"], env=_env(),
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    for name in ("model.pt", "flow_joint.pt"):
+        a = torch.load(tmp_path / "straight" / name, weights_only=True)
+        b = torch.load(killed_dir / name, weights_only=True)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), f"{name}:{key} differs after resuming at step {at_kill}"
+    lines = (killed_dir / "train_log.jsonl").read_text().splitlines()
+    assert len(lines) >= steps  # every step was logged (steps after the checkpoint twice)
