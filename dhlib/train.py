@@ -84,7 +84,8 @@ def _device(profile, rank: int) -> torch.device:
     return torch.device("cuda", rank % torch.cuda.device_count())
 
 
-def train(profile, resume: bool = False, steps: int | None = None, progress: bool = True) -> dict:
+def train(profile, resume: bool = False, steps: int | None = None, progress: bool = True,
+          return_models: bool = False) -> dict:
     """Train the profile's segmenter (and fine-tune its flow); returns a summary dict.
 
     Writes to ``profile.runs_dir``: ``checkpoint.pt`` (resume state), ``model.pt`` (final
@@ -146,6 +147,8 @@ def train(profile, resume: bool = False, steps: int | None = None, progress: boo
 
     train_model = model
     if world > 1:
+        if device.type == "cuda":  # small per-GPU batches: normalise over the whole batch
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         train_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     if profile.compile:
@@ -231,7 +234,10 @@ def train(profile, resume: bool = False, steps: int | None = None, progress: boo
         atomic_save(model.state_dict(), run_dir / "model.pt")
         if flow is not None:
             atomic_save(flow.state_dict(), run_dir / "flow_joint.pt")
-    return {"steps": step, "train_time_s": round(time.perf_counter() - start, 1), "rank": rank, "world": world}
+    summary = {"steps": step, "train_time_s": round(time.perf_counter() - start, 1), "rank": rank, "world": world}
+    if return_models:
+        summary |= {"model": model, "flow": flow}
+    return summary
 
 
 @torch.no_grad()

@@ -58,3 +58,45 @@ def test_sigkilled_run_resumes_to_identical_weights(tiny_profile, tmp_path):
             assert torch.equal(a[key], b[key]), f"{name}:{key} differs after resuming at step {at_kill}"
     lines = (killed_dir / "train_log.jsonl").read_text().splitlines()
     assert len(lines) >= steps  # every step was logged (steps after the checkpoint twice)
+
+
+DDP_SCRIPT = """
+import dataclasses, json, os, sys, torch
+from dhlib.config import load_profile
+from dhlib.train import train
+settings = json.loads(sys.argv[1])
+profile = load_profile("quick", **settings)
+out = train(profile, progress=False, return_models=True)
+rank = out["rank"]
+torch.save({k: v.detach().clone() for k, v in out["model"].named_parameters()},
+           os.path.join(settings["runs_dir"], f"params_rank{rank}.pt"))
+torch.distributed.destroy_process_group()
+"""
+
+
+def test_ddp_with_gloo_keeps_ranks_identical(tiny_profile, tmp_path):
+    import json
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT)
+    settings = {"cityscapes_root": tiny_profile.cityscapes_root, "ade20k_root": tiny_profile.ade20k_root,
+                "fishyscapes_root": tiny_profile.fishyscapes_root, "synthcity_height": 64,
+                "synthcity_width": 128, "synthcity_train": 6, "synthcity_val": 4, "synthcity_negatives": 8,
+                "synthcity_anomaly_test": 4, "crop_size": 48, "negative_min_side": 8, "negative_max_side": 24,
+                "batch_size": 2, "flow_levels": 2, "flow_steps": 1, "flow_hidden": 8,
+                "small_widths": [8, 8, 8, 8, 8], "aspp_dim": 8, "fine_dim": 4, "train_steps": 4,
+                "checkpoint_every": 2, "runs_dir": str(tmp_path / "ddp"), "device": "cpu"}
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    result = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", str(script), json.dumps(settings)],
+                            env=_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    a = torch.load(tmp_path / "ddp/params_rank0.pt", weights_only=True)
+    b = torch.load(tmp_path / "ddp/params_rank1.pt", weights_only=True)
+    torch.manual_seed(0)  # the trainer's seed: the weights every rank starts from
+    start = dict(__import__("dhlib.models", fromlist=["x"]).SmallDeepLabTH(
+        19, widths=(8, 8, 8, 8, 8), aspp_dim=8, fine_dim=4).named_parameters())
+    changed = 0
+    for key in a:
+        assert torch.equal(a[key], b[key]), f"{key} differs between ranks"
+        changed += int(not torch.equal(a[key], start[key].detach()))
+    assert changed > 0, "training changed the weights"
+    assert (tmp_path / "ddp/model.pt").exists() and (tmp_path / "ddp/train_log.jsonl").exists()
