@@ -9,8 +9,8 @@ Commands available now:
                  multi-GPU: ``torchrun --nproc_per_node=G -m dhlib train --profile paper``);
 * ``evaluate``   ``--checkpoint PATH [--dataset DIR]``: all six anomaly scores, metrics table,
                  figures;
-* ``demo``       the main job so far: ``make-data``, ``train-flow``, ``figures``, with time and
-                 peak memory printed.
+* ``demo``       the main job: ``make-data``, ``train-flow``, ``train``, evaluation of all six
+                 scores, figures; writes ``runs/<profile>/model.pt`` and ``results.json``.
 
 
 """
@@ -152,14 +152,48 @@ def peak_memory_mb() -> float:
     return max(own, children) / 1024
 
 
-def demo(profile: Profile) -> None:
-    """The main job so far: data, flow pre-training, figures (training and evaluation follow)."""
+def demo(profile: Profile) -> dict:
+    """The main job: data, flow pre-training, DenseHybrid training, evaluation, figures.
+
+    Leaves ``model.pt`` and ``results.json`` in the profile's run folder.
+    """
+    import json
+
+    import torch
+
+    from .data import Fishyscapes
+    from .evaluation import THKLOODEvaluation
+    from .models import build_model, load_checkpoint
+    from .train import train, validation_miou
     start = time.perf_counter()
+    run_dir = profile.path("runs_dir")
     make_data(profile)
-    train_flow(profile)
+    if profile.synthetic_prob > 0:
+        train_flow(profile)
+    train(profile)
+    model = build_model(profile)
+    load_checkpoint(model, run_dir / "model.pt")
+    miou = validation_miou(model, profile)
+    evaluation = THKLOODEvaluation(model, Fishyscapes(profile.path("fishyscapes_root"), profile.fishyscapes_split))
+    table = evaluation.run()
+    evaluation.component_metrics("hybrid")
+    evaluation.figures(profile.path("figures_dir"))
     figures(profile)
-    print(f"demo ({profile.name}): {time.perf_counter() - start:.1f} s wall time, "
-          f"peak memory {peak_memory_mb():.0f} MB")
+    wall = time.perf_counter() - start
+    open_set = evaluation.results["open_set"] or {}
+    results = {"profile": profile.name, "wall_time_s": round(wall, 1), "peak_memory_mb": round(peak_memory_mb()),
+               "mIoU": miou, "open_mIoU": open_set.get("open_mIoU"),
+               "scores": {name: {k: table[k][i] for k in ("AP", "AUROC", "FPR95")}
+                          for i, name in enumerate(table["score"])},
+               "components_hybrid": {k: v for k, v in evaluation.results["components"].items() if k != "F1"}}
+    tmp = run_dir / "results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=2))
+    tmp.replace(run_dir / "results.json")
+    print(f"\nDenseHybrid Lab demo ({profile.name}): val mIoU {100 * miou:.2f}")
+    print(evaluation.format_table())
+    print(f"wall time {wall:.0f} s, peak memory {peak_memory_mb():.0f} MB; "
+          f"{run_dir / 'model.pt'} and {run_dir / 'results.json'} written")
+    return results
 
 
 COMMANDS = {"make-data": make_data, "figures": figures, "train-flow": train_flow, "train": train_segmenter,

@@ -69,12 +69,12 @@ class Profile:
     num_workers: int = 2
 
     # --- segmenter training ------------------------------------------------------------
-    train_steps: int = 1500
+    train_steps: int = 400
     lr: float = 2e-3              # Adam; the quick model trains from scratch
     weight_decay: float = 1e-4
     beta: float = 0.03            # L = L_d + β·L_x + 10β·L_cla; β = 0.03 with ADE20K negatives (DenseHybrid ECCV'22)
     flow_jsd_weight: float = 0.03 # flow loss L_mle + 0.03·L_jsd (TPAMI'24)
-    flow_every: int = 1           # a flow step after every k segmenter steps (0: never)
+    flow_every: int = 2           # a flow step after every k segmenter steps (0: never)
     checkpoint_every: int = 250
     amp: bool = True              # mixed precision on CUDA (bf16 where supported, else fp16 + GradScaler)
     compile: bool = False         # torch.compile the segmenter

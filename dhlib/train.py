@@ -186,6 +186,9 @@ def train(profile, resume: bool = False, steps: int | None = None, progress: boo
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             seg, ood = train_model(mixed)
         terms = densehybrid_loss(seg.float(), ood.float(), seg_t, ood_t, profile.beta)
+        if not torch.isfinite(terms["loss"]):
+            raise FloatingPointError(f"the segmenter loss is not finite at step {step + 1} "
+                                     f"({ {k: v.item() for k, v in terms.items()} }); lower lr or check the data")
         seg_opt.zero_grad(set_to_none=True)
         scaler.scale(terms["loss"]).backward()
         scaler.step(seg_opt)
@@ -207,7 +210,8 @@ def train(profile, resume: bool = False, steps: int | None = None, progress: boo
                                                    noise) for i, b in enumerate(boxes_f)]).mean()
             flow_loss = l_mle + profile.flow_jsd_weight * l_jsd
             flow_opt.zero_grad(set_to_none=True)
-            flow_loss.backward()
+            if torch.isfinite(flow_loss):  # a non-finite flow step is skipped, not applied
+                flow_loss.backward()
             if world > 1:  # the flow is not wrapped in DDP: average its gradients by hand
                 for p in flow.parameters():
                     if p.grad is not None:

@@ -96,7 +96,9 @@ class MultiScaleFlow(nn.Module):
             for step in reversed(block.steps):
                 x = step.inverse(x)
             x = self.squeeze.inverse(x)
-        return (x + 0.5).clamp(0, 1)
+        # A coupling's inverse divides by its scale; a badly trained flow can overflow there.
+        # Samples are images, so non-finite values are mapped into [0, 1] instead of spreading.
+        return torch.nan_to_num(x + 0.5, nan=0.5, posinf=1.0, neginf=0.0).clamp(0, 1)
 
     # --- for tests and teaching -------------------------------------------------------------
 

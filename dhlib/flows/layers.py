@@ -109,20 +109,20 @@ class AffineCoupling(nn.Module):
             nn.Conv2d(hidden, hidden, 1), nn.ReLU(),
             ZeroConv2d(hidden, 2 * (channels - self.split)))
 
-    def _shift_scale(self, xa):
+    def _shift_log_scale(self, xa):
         shift, raw = self.net(xa).chunk(2, dim=1)
-        return shift, torch.sigmoid(raw + 2.0)
+        return shift, F.logsigmoid(raw + 2.0)  # log s, exact even where s underflows
 
     def forward(self, x):
         xa, xb = x[:, :self.split], x[:, self.split:]
-        shift, scale = self._shift_scale(xa)
-        yb = (xb + shift) * scale
-        return torch.cat([xa, yb], 1), torch.log(scale).flatten(1).sum(1)
+        shift, log_scale = self._shift_log_scale(xa)
+        yb = (xb + shift) * torch.exp(log_scale)
+        return torch.cat([xa, yb], 1), log_scale.flatten(1).sum(1)
 
     def inverse(self, y):
         ya, yb = y[:, :self.split], y[:, self.split:]
-        shift, scale = self._shift_scale(ya)
-        return torch.cat([ya, yb / scale - shift], 1)
+        shift, log_scale = self._shift_log_scale(ya)
+        return torch.cat([ya, yb * torch.exp(-log_scale) - shift], 1)
 
 
 class Squeeze(nn.Module):
