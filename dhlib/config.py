@@ -109,6 +109,7 @@ class Profile:
     flow_crop: int = 32           # side of the inlier crops the flow is pre-trained on
     flow_batch: int = 32
     flow_lr: float = 1e-3         # Adamax, as DenseFlow's pre-training
+    flow_joint_lr: float = 1e-4   # Adamax in the joint phase (our choice: 1e-3 diverged there)
     flow_pretrain_steps: int = 1500
     flow_checkpoint_every: int = 250
     flow_val_crops: int = 256     # held-out val crops for bits/dim

@@ -126,7 +126,7 @@ def train(profile, resume: bool = False, steps: int | None = None, progress: boo
         raise ValueError(f"batch_size {profile.batch_size} × {world} ranks exceeds the {len(crops)} training images")
     flow_opt = flow_sched = None
     if flow is not None:
-        flow_opt = torch.optim.Adamax(flow.parameters(), lr=profile.flow_lr)
+        flow_opt = torch.optim.Adamax(flow.parameters(), lr=profile.flow_joint_lr)
         flow_sched = torch.optim.lr_scheduler.ExponentialLR(flow_opt, gamma=0.9)  # per epoch
     generator = torch.Generator().manual_seed(profile.seed * 31 + rank)
 
@@ -217,8 +217,9 @@ def train(profile, resume: bool = False, steps: int | None = None, progress: boo
                     if p.grad is not None:
                         torch.distributed.all_reduce(p.grad)
                         p.grad /= world
-            torch.nn.utils.clip_grad_norm_(flow.parameters(), 100.0)
-            flow_opt.step()
+            grad_norm = torch.nn.utils.clip_grad_norm_(flow.parameters(), 100.0)
+            if torch.isfinite(grad_norm):  # an overflowing sample must not poison the flow
+                flow_opt.step()
             model.requires_grad_(True)
             record |= {"L_mle": l_mle.item(), "L_jsd": l_jsd.item()}
         step += 1
