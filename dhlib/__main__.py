@@ -3,14 +3,17 @@
 Commands available now:
 
 * ``make-data``  write the SynthCity trees (quick tier) in the real dataset formats;
-* ``figures``    draw the data figures (scenes, labels, anomalies, negatives, pasting);
+* ``figures``    draw the data figures (scenes, labels, anomalies, negatives, pasting) and,
+                 when the run folder has logs, the training curves;
 * ``train-flow`` pre-train the normalizing flow on inlier crops (``--resume`` continues);
 * ``train``      train DenseHybrid with mixed negatives, fine-tuning the flow (``--resume``;
                  multi-GPU: ``torchrun --nproc_per_node=G -m dhlib train --profile paper``);
 * ``evaluate``   ``--checkpoint PATH [--dataset DIR]``: all six anomaly scores, metrics table,
                  figures;
 * ``demo``       the main job: ``make-data``, ``train-flow``, ``train``, evaluation of all six
-                 scores, figures; writes ``runs/<profile>/model.pt`` and ``results.json``.
+                 scores, figures; writes ``runs/<profile>/model.pt`` and ``results.json``;
+* ``ablate``     train and evaluate b = 0 / 0.5 / 1 and attention off (``--variant`` picks
+                 some); writes ``runs/<profile>/ablation/ablation.md`` (re-run to resume).
 
 
 """
@@ -80,6 +83,12 @@ def figures(profile: Profile) -> list:
                                                   profile, generator)
     keep(viz.show_pasting(image, target, mixed[0], seg[0], ood[0], boxes[0],
                           f"negative pasting ({profile.negative_mask_kind} mask)"), "data_pasting.png")
+    log = profile.path("runs_dir") / "train_log.jsonl"
+    if log.exists():  # the curves of the last training run, when there is one
+        keep(viz.training_curves(log, title=f"{profile.name}: training curves ({log})"), "training_curves.png")
+    flow_log = profile.path("runs_dir") / "flow_log.jsonl"
+    if flow_log.exists():
+        keep(viz.flow_curves(flow_log), "flow_pretraining.png")
     for path in written:
         print(f"wrote {path}")
     return written
@@ -196,8 +205,19 @@ def demo(profile: Profile) -> dict:
     return results
 
 
+def ablate(profile: Profile, variants=None) -> list:
+    """The ablation table over b in {0, 0.5, 1} and the attention block off."""
+    from .ablation import ablate as run_ablation, format_ablation
+    start = time.perf_counter()
+    results = run_ablation(profile, variants)
+    print(f"\nablation ({profile.name}; percent):")
+    print(format_ablation(results))
+    print(f"{time.perf_counter() - start:.0f} s; table in {profile.path('runs_dir') / 'ablation' / 'ablation.md'}")
+    return results
+
+
 COMMANDS = {"make-data": make_data, "figures": figures, "train-flow": train_flow, "train": train_segmenter,
-            "evaluate": evaluate, "demo": demo}
+            "evaluate": evaluate, "demo": demo, "ablate": ablate}
 
 
 def main(argv=None) -> None:
@@ -212,6 +232,8 @@ def main(argv=None) -> None:
                         help="train, train-flow: continue from the last checkpoint in the run folder")
     parser.add_argument("--checkpoint", help="evaluate: the model weights to load")
     parser.add_argument("--dataset", help="evaluate: 'fishyscapes' (default) or a folder with images/ and labels/")
+    parser.add_argument("--variant", action="append", metavar="NAME",
+                        help="ablate: run only this variant ('b=0', 'b=0.5', 'b=1', 'no attention'; repeatable)")
     args = parser.parse_args(argv)
     try:
         profile = _profile_from_args(args)
@@ -223,6 +245,11 @@ def main(argv=None) -> None:
         train_segmenter(profile, resume=args.resume)
     elif args.command == "evaluate":
         evaluate(profile, args.checkpoint, args.dataset)
+    elif args.command == "ablate":
+        try:
+            ablate(profile, args.variant)
+        except ValueError as err:
+            parser.error(str(err))
     else:
         COMMANDS[args.command](profile)
 

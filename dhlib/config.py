@@ -67,11 +67,18 @@ class Profile:
     scale_range: tuple[float, float] = (0.5, 2.0)
     batch_size: int = 8
     num_workers: int = 2
+    # Probability that a crop is centred on a pixel of a class drawn uniformly from those
+    # present (class-uniform sampling of NVIDIA's Cityscapes code, class_uniform_pct = 0.5),
+    # so that poles, lights and signs are seen often enough in a short run.
+    class_uniform: float = 0.5
 
     # --- segmenter training ------------------------------------------------------------
     train_steps: int = 400
     lr: float = 2e-3              # Adam; the quick model trains from scratch
     weight_decay: float = 1e-4
+    # L_d weights classes by (median frequency / frequency)^class_balance: 0 = plain
+    # cross-entropy as in the papers; the quick tier's short run needs the rare classes pushed.
+    class_balance: float = 0.0
     beta: float = 0.03            # L = L_d + β·L_x + 10β·L_cla; β = 0.03 with ADE20K negatives (DenseHybrid ECCV'22)
     flow_jsd_weight: float = 0.03 # flow loss L_mle + 0.03·L_jsd (TPAMI'24)
     flow_every: int = 2           # a flow step after every k segmenter steps (0: never)
@@ -96,6 +103,9 @@ class Profile:
     aspp_dim: int = 64
     fine_dim: int = 16
     aspp_rates: tuple[int, int, int] = (4, 8, 12)  # at stride 8 on 256 px crops
+    # The small model's decoder reads its skip feature at stride 4 (mod2) or 2 (mod1, as the
+    # WRN38 model reads mod2 at stride 2): 2 resolves 3-px poles, at a higher decoder cost.
+    skip_stride: int = 4
 
     # Probability b that an image's negative is a flow sample instead of an ADE20K patch:
     # 0 = real negatives only (DenseHybrid ECCV), 1 = synthetic only, between = the TPAMI mixture.
@@ -203,6 +213,8 @@ def validate(profile: Profile) -> Profile:
     low, high = profile.scale_range
     if not 0 < low <= high:
         problems.append(f"scale_range={profile.scale_range}: need 0 < low <= high")
+    if not 0 <= profile.class_uniform <= 1:
+        problems.append(f"class_uniform={profile.class_uniform}: a probability in [0, 1]")
     if not 0 <= profile.synthetic_prob <= 1:
         problems.append(f"synthetic_prob={profile.synthetic_prob}: a probability in [0, 1]")
     if profile.negative_max_classes < 1:

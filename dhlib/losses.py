@@ -47,9 +47,29 @@ def jsd_to_uniform(seg_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
     return jsd[mask].mean().to(seg_logits.dtype)
 
 
-def segmentation_loss(seg_logits: torch.Tensor, seg_target: torch.Tensor) -> torch.Tensor:
-    """L_d: cross-entropy −ln P(y|x) on inlier pixels; void and pasted pixels (255) ignored."""
-    return F.cross_entropy(seg_logits, seg_target, ignore_index=255)
+def class_balance_weights(pixel_counts, exponent: float) -> torch.Tensor:
+    """Per-class weights w_c = (median_c' f_c' / f_c)^α from training pixel counts.
+
+    α = 0: plain cross-entropy (the papers); α = 1: median-frequency balancing (Eigen &
+    Fergus, 2015). Classes that never occur get weight 0.
+    """
+    counts = torch.as_tensor(pixel_counts, dtype=torch.float64)
+    present = counts > 0
+    if not present.any():
+        raise ValueError("class_balance_weights: no class has any pixel")
+    freq = counts / counts.sum()
+    weights = torch.zeros_like(freq)
+    weights[present] = (freq[present].median() / freq[present]) ** exponent
+    return weights.float()
+
+
+def segmentation_loss(seg_logits: torch.Tensor, seg_target: torch.Tensor,
+                      class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """L_d: cross-entropy −ln P(y|x) on inlier pixels; void and pasted pixels (255) ignored.
+
+    With ``class_weights`` w: Σ_i w_{y_i}·(−ln P(y_i|x_i)) / Σ_i w_{y_i}.
+    """
+    return F.cross_entropy(seg_logits, seg_target, weight=class_weights, ignore_index=255)
 
 
 def likelihood_loss(seg_logits: torch.Tensor, ood_target: torch.Tensor) -> torch.Tensor:
@@ -75,9 +95,10 @@ def ood_head_loss(ood_logits: torch.Tensor, ood_target: torch.Tensor) -> torch.T
     return F.cross_entropy(ood_logits, ood_target, ignore_index=255)
 
 
-def densehybrid_loss(seg_logits, ood_logits, seg_target, ood_target, beta: float) -> dict:
+def densehybrid_loss(seg_logits, ood_logits, seg_target, ood_target, beta: float,
+                     class_weights: torch.Tensor | None = None) -> dict:
     """All segmenter terms and their weighted sum L = L_d + β·L_x + 10β·L_cla."""
-    terms = {"L_d": segmentation_loss(seg_logits, seg_target),
+    terms = {"L_d": segmentation_loss(seg_logits, seg_target, class_weights),
              "L_x": likelihood_loss(seg_logits, ood_target),
              "L_cla": ood_head_loss(ood_logits, ood_target)}
     terms["loss"] = terms["L_d"] + beta * terms["L_x"] + 10 * beta * terms["L_cla"]

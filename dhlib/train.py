@@ -38,7 +38,7 @@ from .data.ade20k import ADE20KNegatives
 from .data.cityscapes import CityscapesSegmentation
 from .data.transforms import train_transforms
 from .flows import build_flow
-from .losses import densehybrid_loss, jsd_to_uniform
+from .losses import class_balance_weights, densehybrid_loss, jsd_to_uniform
 from .models import build_model
 from .negatives import paste_negatives
 
@@ -67,6 +67,18 @@ def epoch_batches(n: int, batch: int, seed: int, epoch: int, rank: int = 0, worl
     per_rank = n // world
     mine = order[rank * per_rank:(rank + 1) * per_rank]
     return [mine[k:k + batch].tolist() for k in range(0, len(mine) - batch + 1, batch)]
+
+
+def train_pixel_counts(dataset: CityscapesSegmentation, num_classes: int):
+    """Pixels per train id over the label maps of a Cityscapes-format split (no images read)."""
+    import numpy as np
+    from .data.io import read_label
+    from .data.labels import LABEL_TO_TRAIN, VALID_LABEL_IDS
+    counts = np.zeros(num_classes, np.int64)
+    for path in dataset.listing.targets:
+        train_ids = LABEL_TO_TRAIN[read_label(path[0], VALID_LABEL_IDS, "Cityscapes label-id")].ravel()
+        counts += np.bincount(train_ids[train_ids < num_classes], minlength=num_classes)
+    return counts
 
 
 def _distributed() -> tuple[int, int]:
@@ -104,9 +116,14 @@ def train(profile, resume: bool = False, steps: int | None = None, progress: boo
     if world > 1:
         torch.distributed.barrier()
     crops = SeededCrops(CityscapesSegmentation(profile.path("cityscapes_root"), "train",
-                                               train_transforms(profile.crop_size, profile.scale_range)),
+                                               train_transforms(profile.crop_size, profile.scale_range,
+                                                                class_uniform=profile.class_uniform)),
                         profile.seed)
     negatives = ADE20KNegatives(profile.path("ade20k_root"))
+    class_weights = None
+    if profile.class_balance > 0:
+        class_weights = class_balance_weights(train_pixel_counts(crops.dataset, profile.num_classes),
+                                              profile.class_balance).to(device)
 
     torch.manual_seed(profile.seed)
     model = build_model(profile).to(device)
@@ -185,7 +202,7 @@ def train(profile, resume: bool = False, steps: int | None = None, progress: boo
         mixed, seg_t, ood_t, boxes, synthetic = paste_negatives(images, targets, negatives, profile, generator, flow=flow)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             seg, ood = train_model(mixed)
-        terms = densehybrid_loss(seg.float(), ood.float(), seg_t, ood_t, profile.beta)
+        terms = densehybrid_loss(seg.float(), ood.float(), seg_t, ood_t, profile.beta, class_weights)
         if not torch.isfinite(terms["loss"]):
             raise FloatingPointError(f"the segmenter loss is not finite at step {step + 1} "
                                      f"({ {k: v.item() for k, v in terms.items()} }); lower lr or check the data")

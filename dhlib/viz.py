@@ -150,3 +150,76 @@ def show_pasting(image, seg_target, mixed, seg_mixed, ood_target, box=None, titl
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+# --- training curves ----------------------------------------------------------------------
+
+TRAINING_TERMS = {  # JSON-lines key -> panel title
+    "loss": "total  L = L_d + β·L_x + 10β·L_cla",
+    "L_d": "L_d  segmentation cross-entropy (inliers)",
+    "L_x": "L_x  mean logsumexp on negatives",
+    "L_cla": "L_cla  OOD head cross-entropy",
+    "L_mle": "L_mle  flow bits/dim on covered inliers",
+    "L_jsd": "L_jsd  JSD(segmenter posterior on samples ‖ uniform)",
+}
+
+
+def read_training_log(path) -> list[dict]:
+    """The records of a ``train_log.jsonl`` (one JSON object per step)."""
+    import json
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def running_mean(values, window: int) -> np.ndarray:
+    """Mean over the last ``window`` values (shorter at the start): smooths noisy curves."""
+    values = np.asarray(values, dtype=np.float64)
+    cumulative = np.concatenate([[0.0], np.cumsum(values)])
+    k = np.arange(1, len(values) + 1)
+    start = np.maximum(0, k - window)
+    return (cumulative[k] - cumulative[start]) / (k - start)
+
+
+def training_curves(records, window: int = 20, title: str | None = None):
+    """One panel per loss term: raw values per step (faint) and their running mean.
+
+    ``records`` is a list of log dicts or the path of a ``train_log.jsonl``. Flow terms exist
+    only on flow steps; a term that never appears gets no panel.
+    """
+    if isinstance(records, (str, os.PathLike)):
+        records = read_training_log(records)
+    terms = [t for t in TRAINING_TERMS if any(t in r for r in records)]
+    ncols = 3
+    nrows = max(1, -(-len(terms) // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(12, 3 * nrows), squeeze=False, dpi=90)
+    for ax, term in zip(axes.flat, terms):
+        steps = [r["step"] for r in records if term in r]
+        values = [r[term] for r in records if term in r]
+        ax.plot(steps, values, color="0.75", lw=0.8)
+        ax.plot(steps, running_mean(values, window), color="C0", lw=1.6)
+        ax.set_title(TRAINING_TERMS[term], fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(terms):]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def flow_curves(records, title: str = "flow pre-training: L_mle on inlier crops"):
+    """Bits/dim of the flow's pre-training (``flow_log.jsonl``) against the step."""
+    if isinstance(records, (str, os.PathLike)):
+        records = read_training_log(records)
+    fig, ax = plt.subplots(figsize=(5, 3), dpi=90)
+    ax.plot([r["step"] for r in records], [r["bits_per_dim"] for r in records], color="C2")
+    ax.axhline(8.0, color="0.5", ls="--", lw=0.8, label="uniform over 256 levels (8 bits/dim)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("bits/dim")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

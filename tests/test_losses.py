@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from dhlib.losses import densehybrid_loss, likelihood_loss, ood_head_loss, segmentation_loss
+from dhlib import losses
 
 
 def _batch():
@@ -55,3 +56,30 @@ def test_losses_stay_finite_on_extreme_logits():
     seg, ood, seg_t, ood_t = _batch()
     terms = densehybrid_loss(seg.float() * 1e4, ood.float() * 1e4, seg_t, ood_t, beta=0.03)
     assert all(math.isfinite(v.item()) for v in terms.values())
+
+
+def test_class_balance_weights_are_median_frequency_ratios():
+    counts = [600, 300, 100, 0, 1]
+    freq = np.array([600, 300, 100, 1]) / 1001
+    median = np.median(freq)                        # torch's median of 4 values is the lower one
+    lower_median = np.sort(freq)[1]
+    w = losses.class_balance_weights(counts, 0.5).double().numpy()
+    np.testing.assert_allclose(w[[0, 1, 2, 4]], (lower_median / freq) ** 0.5, rtol=1e-6)
+    assert w[3] == 0                                # absent class
+    assert median != lower_median                   # (the convention matters here)
+    assert torch.equal(losses.class_balance_weights(counts, 0.0), torch.tensor([1.0, 1, 1, 0, 1]))
+    with pytest.raises(ValueError, match="no class"):
+        losses.class_balance_weights([0, 0], 1.0)
+
+
+def test_weighted_segmentation_loss_is_the_weighted_mean():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 4, 5)
+    target = torch.randint(0, 3, (2, 4, 5))
+    target[0, 0] = 255
+    w = torch.tensor([0.5, 2.0, 1.0])
+    nll = -torch.log_softmax(logits, 1).gather(1, target.clamp(max=2)[:, None])[:, 0]
+    valid = target != 255
+    weights = w[target.clamp(max=2)] * valid
+    expected = (weights * nll).sum() / weights.sum()
+    torch.testing.assert_close(losses.segmentation_loss(logits, target, w), expected)

@@ -138,3 +138,16 @@ def test_build_model_follows_the_profile():
     paper = build_model(load_profile("paper"))
     assert isinstance(paper, DeepWV3PlusTH) and paper.attention is None
     assert build_model(load_profile("quick", attention=False)).attention is None
+
+
+@pytest.mark.parametrize("skip_stride", [2, 4])
+def test_small_model_decodes_at_its_skip_stride(skip_stride):
+    torch.manual_seed(0)
+    model = SmallDeepLabTH(19, skip_stride=skip_stride).eval()
+    maps = model.attention_maps(torch.rand(1, 3, 64, 128))
+    assert maps["spatial"].shape == (1, 1, 64 // skip_stride, 128 // skip_stride)
+    seg, ood = model(torch.rand(1, 3, 37, 53))
+    assert seg.shape == (1, 19, 37, 53) and ood.shape == (1, 2, 37, 53)
+    assert build_model(load_profile("quick", skip_stride=skip_stride)).skip_stride == skip_stride
+    with pytest.raises(ValueError, match="skip_stride must be 2"):
+        SmallDeepLabTH(19, skip_stride=8)

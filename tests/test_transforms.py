@@ -4,7 +4,7 @@ import torch
 from torchvision import tv_tensors
 
 from dhlib.data.labels import CLASS_COLORS
-from dhlib.data.transforms import RandomScale, eval_transforms, train_transforms
+from dhlib.data.transforms import ClassUniformCrop, RandomScale, eval_transforms, train_transforms
 
 
 def _blocky_pair(h=60, w=90, block=10):
@@ -59,3 +59,41 @@ def test_eval_transforms_only_convert():
     out_image, out_target = eval_transforms()(image, target)
     torch.testing.assert_close(out_image, image.float() / 255)
     assert torch.equal(out_target, target)
+
+
+def _rare_pixel_pair(h=200, w=300):
+    """Road everywhere and one 2×2 'traffic light' (train id 6) in a corner."""
+    target = torch.zeros(h, w, dtype=torch.int64)
+    target[5:7, 280:282] = 6
+    image = torch.from_numpy(CLASS_COLORS[target.numpy()]).permute(2, 0, 1)
+    return tv_tensors.Image(image), tv_tensors.Mask(target)
+
+
+def test_class_uniform_crops_find_the_rare_class():
+    """With p = 1 half of the crops are centred on the light (2 classes present: road, light);
+    with p = 0 a 64 px crop holds it about (64·64 area overlap) / positions ≈ 2 % of the time."""
+    image, target = _rare_pixel_pair()
+
+    def share_with_light(p, n=200):
+        torch.manual_seed(3)
+        crop = ClassUniformCrop(64, p)
+        hits = 0
+        for _ in range(n):
+            im, m = crop(image, target)
+            assert im.shape == (3, 64, 64) and m.shape == (64, 64)
+            hits += bool((m == 6).any())
+        return hits / n
+
+    assert share_with_light(1.0) > 0.4      # every class-uniform crop that picks class 6 holds it
+    assert share_with_light(0.0) < 0.1
+    with pytest.raises(ValueError, match="probability"):
+        ClassUniformCrop(64, 1.5)
+
+
+def test_class_uniform_crop_keeps_alignment_and_pads():
+    torch.manual_seed(4)
+    crop = ClassUniformCrop(80, 1.0)
+    image, target = _blocky_pair(40, 50)
+    im, m = crop(image, target)
+    assert (m == 255).sum() == 80 * 80 - 40 * 50 and (im[:, m == 255] == 0).all()
+    torch.testing.assert_close(m[:40, :50], target)

@@ -22,7 +22,7 @@ def datasets_from_profile(profile, train_augment: bool = True) -> dict:
     if profile.use_synthcity:
         from .synthcity import export
         export(profile=profile, progress=False)
-    train_tf = train_transforms(profile.crop_size, profile.scale_range) if train_augment else None
+    train_tf = train_transforms(profile.crop_size, profile.scale_range, class_uniform=profile.class_uniform) if train_augment else None
     return {
         "train": CityscapesSegmentation(profile.path("cityscapes_root"), "train", train_tf),
         "val": CityscapesSegmentation(profile.path("cityscapes_root"), "val"),

@@ -55,7 +55,7 @@ PERSON, CAR, BUS, EGO = (LABEL_ID[n] for n in ("person", "car", "bus", "ego vehi
 
 # Bump whenever a change to the renderer changes pixels: exports made by another version
 # are then written anew instead of being re-used.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 # Streams: independent random sequences for each thing SynthCity writes.
 STREAMS = {"train": 1, "val": 2, "negatives": 3, "anomalies": 4}
@@ -384,9 +384,9 @@ def _facades(cv: Canvas, cam: Camera, lay: StreetLayout, side: int, rng, light):
     while starts[-1] < lay.street_end:
         starts.append(starts[-1] + rng.uniform(8, 35))
     n = len(starts) - 1
-    kinds = rng.choice(["building", "hedge", "wall", "fence"], n, p=[0.72, 0.14, 0.07, 0.07])
+    kinds = rng.choice(["building", "hedge", "wall", "fence"], n, p=[0.64, 0.12, 0.12, 0.12])
     heights = np.where(kinds == "building", rng.uniform(7, 28, n),
-                       np.where(kinds == "hedge", rng.uniform(1.2, 4.0, n), rng.uniform(0.7, 1.8, n)))
+                       np.where(kinds == "hedge", rng.uniform(1.2, 4.0, n), rng.uniform(1.0, 2.5, n)))
     lot = np.clip(np.searchsorted(starts, np.where(visible, Z, 0), side="right") - 1, 0, n - 1)
     Zc = np.where(visible, Z, 1.0)
     top_row = cam.horizon + cam.f * (cam.cam_h - heights[lot]) / Zc
@@ -456,12 +456,12 @@ def _street_objects(cam: Camera, lay: StreetLayout, rng):
             objects.append((Z, _vehicle(cam, X, Z, False, rng)))
     for side in (-1, 1):
         a, b = lay.sidewalk_span(side)
-        for _ in range(int(rng.integers(0, 6))):
-            Z = rng.uniform(3.5, min(lay.street_end - 3, 45))
+        for _ in range(int(rng.integers(1, 8))):
+            Z = rng.uniform(3.5, min(lay.street_end - 3, 40))
             objects.append((Z, _person(cam, rng.uniform(a + 0.4, b - 0.4), Z, rng)))
         outer = (a + 0.3) if side < 0 else (b - 0.3)
-        for _ in range(int(rng.integers(0, 4))):
-            Z = rng.uniform(4, min(lay.street_end - 3, 60))
+        for _ in range(int(rng.integers(1, 6))):
+            Z = rng.uniform(4, min(lay.street_end - 3, 50))
             objects.append((Z, _pole(cam, outer, Z, rng)))
         if lay.verge[(side + 1) // 2] > 1.0 or rng.random() < 0.3:
             for _ in range(int(rng.integers(0, 4))):
@@ -534,7 +534,7 @@ def _person(cam: Camera, X, Z, rng):
 
 
 def _pole(cam: Camera, X, Z, rng):
-    height = rng.uniform(3.0, 6.0)
+    height = rng.uniform(3.5, 7.0)
     metal = _grey(rng, 0.25, 0.6)
     kind = rng.choice(["sign", "light", "bare"], p=[0.5, 0.3, 0.2])
     sign_shape = rng.choice(["round", "square", "triangle"])
@@ -545,11 +545,11 @@ def _pole(cam: Camera, X, Z, rng):
     def draw(cv: Canvas):
         s = cam.f / Z
         x, yb = cam.project(X, 0, Z)
-        w = max(0.12 * s, 1.0)
+        w = max(0.2 * s, 1.5)
         cv.rect(x - w / 2, yb - height * s, x + w / 2, yb, metal, POLE, 0.05, 0.05)
         yt = yb - height * s
         if kind == "sign":
-            r = 0.35 * s
+            r = 0.45 * s
             if sign_shape == "round":
                 cv.ellipse(x, yt + r, r, r, sign_colour, SIGN, 0.03, 0.03)
             elif sign_shape == "square":
@@ -557,7 +557,7 @@ def _pole(cam: Camera, X, Z, rng):
             else:
                 cv.polygon([(x - r, yt), (x + r, yt), (x, yt + 1.7 * r)], sign_colour, SIGN)
         elif kind == "light":
-            bw, bh = 0.3 * s, 0.9 * s
+            bw, bh = 0.4 * s, 1.1 * s
             cv.rect(x - bw / 2, yt, x + bw / 2, yt + bh, (0.08, 0.08, 0.07), LIGHT, 0.05, 0.0)
             colour = [(0.9, 0.15, 0.1), (0.95, 0.7, 0.1), (0.2, 0.9, 0.3)][lit]
             cv.ellipse(x, yt + bh * (0.2 + 0.3 * lit), bw * 0.3, bw * 0.3, colour, LIGHT, 0.02, 0.0)

@@ -1,15 +1,16 @@
 """A CPU-sized two-head DeepLabV3+ for the quick tier: the same ASPP, decoder, attention and
 heads as ``DeepWV3PlusTH`` on a small pre-activation residual backbone.
 
-    mod1  conv3×3, stride 2                       c0 channels     stride 2
-    mod2  1 block, stride 2                       c1              stride 4   <- skip feature
+    mod1  conv3×3, stride 2                       c0 channels     stride 2   <- skip (skip_stride=2)
+    mod2  1 block, stride 2                       c1              stride 4   <- skip (skip_stride=4)
     mod3  2 blocks, stride 2                      c2              stride 8
     mod4  2 blocks, dilation 2                    c3              stride 8
     mod5  1 block, dilation 4                     c4              stride 8   <- deep feature
 
-It uses the WideResNet's own residual block, trains from scratch (no pretrained weights can
-be downloaded here) and reads its skip feature at stride 4 instead of 2, which keeps the
-decoder cheap on a CPU. Widths, ASPP size and rates come from the profile.
+It uses the WideResNet's own residual block and trains from scratch (no pretrained weights
+can be downloaded here). The decoder reads its skip feature at stride 4 (cheap) or at stride
+2 like the WRN38 model, which resolves thin objects (3-px poles) at about twice the cost of a
+training step. Widths, ASPP size, rates and the skip stride come from the profile.
 """
 from __future__ import annotations
 
@@ -23,9 +24,12 @@ from .wider_resnet import bn_relu, residual_stage
 
 class SmallDeepLabTH(TwoHeadDeepLab):
     def __init__(self, num_classes: int = 19, widths=(32, 48, 64, 96, 128), aspp_dim: int = 64,
-                 fine_dim: int = 16, rates=(4, 8, 12), attention: bool = True):
-        self.widths = tuple(widths)
-        super().__init__(num_classes, skip_channels=widths[1], deep_channels=widths[4],
+                 fine_dim: int = 16, rates=(4, 8, 12), attention: bool = True, skip_stride: int = 4):
+        if skip_stride not in (2, 4):
+            raise ValueError(f"skip_stride must be 2 (mod1's output) or 4 (mod2's), got {skip_stride}")
+        self.widths, self.skip_stride = tuple(widths), skip_stride
+        super().__init__(num_classes, skip_channels=widths[0] if skip_stride == 2 else widths[1],
+                         deep_channels=widths[4],
                          aspp_dim=aspp_dim, fine_dim=fine_dim, rates=rates, attention=attention)
 
     def build_backbone(self):
@@ -38,6 +42,7 @@ class SmallDeepLabTH(TwoHeadDeepLab):
         self.bn_out = bn_relu(c4)  # pre-activation blocks end un-normalised: close with BN+ReLU
 
     def features(self, x):
-        skip = self.mod2(self.mod1(x))
-        deep = self.bn_out(self.mod5(self.mod4(self.mod3(skip))))
-        return skip, deep
+        early = self.mod1(x)
+        mid = self.mod2(early)
+        deep = self.bn_out(self.mod5(self.mod4(self.mod3(mid))))
+        return (early if self.skip_stride == 2 else mid), deep
