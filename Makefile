@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PROFILE ?= quick
 
-.PHONY: demo test install bench notebooks clean-data
+.PHONY: demo test install bench notebooks ablate clean-data
 
 # The stamp is rebuilt whenever pyproject.toml changes, so a new dependency is installed.
 $(VENV)/.installed: pyproject.toml
@@ -22,6 +22,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest tests notebooks --nbval-lax --nbval-cell-timeout=900 -p no:cacheprovider
+
+# The ablation over b in {0, 0.5, 1} and the attention block off (re-run to resume).
+ablate: install
+	$(PY) -m dhlib ablate --profile $(PROFILE)
 
 bench: install
 	$(PY) benchmarks/bench_synthcity.py

@@ -6,7 +6,7 @@ Four trainings of the profile's recipe that differ in one field each:
 variant               change to the profile
 ====================  ==========================================================
 ``b=0``               ``synthetic_prob=0``: real ADE20K negatives only (DenseHybrid ECCV'22)
-``b=0.5``             ``synthetic_prob=0.5``: the mixture (TPAMI'24; the quick default)
+``b=0.5``             ``synthetic_prob=0.5``: an even mixture (TPAMI'24 mixes both kinds)
 ``b=1``               ``synthetic_prob=1``: flow samples only
 ``no attention``      ``attention=False`` with the profile's b
 ====================  ==========================================================
