@@ -12,7 +12,7 @@ Commands available now:
                  figures;
 * ``demo``       the main job: ``make-data``, ``train-flow``, ``train``, evaluation of all six
                  scores, figures; writes ``runs/<profile>/model.pt`` and ``results.json``;
-* ``ablate``     train and evaluate b = 0 / 0.5 / 1 and attention off (``--variant`` picks
+* ``ablate``     train and evaluate the profile as it is, b = 0 / 0.5 / 1 and attention off (``--variant`` picks
                  some); writes ``runs/<profile>/ablation/ablation.md`` (re-run to resume).
 
 
@@ -233,7 +233,7 @@ def main(argv=None) -> None:
     parser.add_argument("--checkpoint", help="evaluate: the model weights to load")
     parser.add_argument("--dataset", help="evaluate: 'fishyscapes' (default) or a folder with images/ and labels/")
     parser.add_argument("--variant", action="append", metavar="NAME",
-                        help="ablate: run only this variant ('b=0', 'b=0.5', 'b=1', 'no attention'; repeatable)")
+                        help="ablate: run only this variant ('default', 'b=0', 'b=0.5', 'b=1', 'no attention'; repeatable)")
     args = parser.parse_args(argv)
     try:
         profile = _profile_from_args(args)

@@ -1,10 +1,11 @@
 """The ablation: what the synthetic share b and the attention block each contribute.
 
-Four trainings of the profile's recipe that differ in one field each:
+Five trainings of the profile's recipe, four of which differ from it in one field:
 
 ====================  ==========================================================
 variant               change to the profile
 ====================  ==========================================================
+``default``           none: the profile as it is (the reference row)
 ``b=0``               ``synthetic_prob=0``: real ADE20K negatives only (DenseHybrid ECCV'22)
 ``b=0.5``             ``synthetic_prob=0.5``: an even mixture (TPAMI'24 mixes both kinds)
 ``b=1``               ``synthetic_prob=1``: flow samples only
@@ -26,6 +27,7 @@ import time
 from pathlib import Path
 
 VARIANTS = {
+    "default": {},
     "b=0": {"synthetic_prob": 0.0},
     "b=0.5": {"synthetic_prob": 0.5},
     "b=1": {"synthetic_prob": 1.0},
@@ -87,7 +89,7 @@ def format_ablation(results: list[dict]) -> str:
 
 
 def ablate(profile, variants=None, progress: bool = True) -> list[dict]:
-    """Run the variants (default: all four) and write ``ablation.json`` and ``ablation.md``."""
+    """Run the variants (default: all five) and write ``ablation.json`` and ``ablation.md``."""
     from .data.synthcity import export
     from .flows.pretrain import pretrain_flow
 

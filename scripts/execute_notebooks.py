@@ -13,10 +13,19 @@ import nbformat
 from nbclient import NotebookClient
 
 
-def execute(path: Path, timeout: int = 1200) -> None:
-    nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
+def execute(path: Path, timeout: int = 600, attempts: int = 3) -> None:
+    """Run ``path`` in a fresh kernel; a cell that hangs past ``timeout`` seconds (a lost
+    kernel reply, seen now and then with nbclient) restarts the notebook, up to ``attempts`` times."""
+    for attempt in range(1, attempts + 1):
+        nb = nbformat.read(path, as_version=4)
+        try:
+            NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                           resources={"metadata": {"path": str(path.parent)}}).execute()
+            break
+        except TimeoutError as err:
+            if attempt == attempts:
+                raise
+            print(f"{path}: {err}; running it again ({attempt + 1}/{attempts})", flush=True)
     nb.metadata.pop("widgets", None)
     tmp = path.with_name(path.name + ".tmp")
     nbformat.write(nb, tmp)

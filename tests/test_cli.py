@@ -78,4 +78,4 @@ def test_ablate_writes_a_table_and_reuses_finished_variants(tiny_profile, tmp_pa
 def test_ablate_rejects_unknown_variants(capsys):
     with pytest.raises(SystemExit):
         main(["ablate", "--variant", "b=2"])
-    assert "choose from ['b=0', 'b=0.5', 'b=1', 'no attention']" in capsys.readouterr().err
+    assert "choose from ['default', 'b=0', 'b=0.5', 'b=1', 'no attention']" in capsys.readouterr().err
