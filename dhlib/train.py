@@ -4,7 +4,8 @@ Each iteration:
 
 1. **Segmenter step.** A batch of augmented inlier crops gets one negative per image: a flow
    sample (probability b, drawn without gradient) or an ADE20K patch. The segmenter
-   minimises ``L = L_d + β·L_x + 10β·L_cla`` with Adam.
+   minimises ``L = L_d + β·L_x + 10β·L_cla`` with Adam (on the labels subsampled to the
+   model's ``input_scale``, see :func:`loss_grid`; full resolution in the paper profile).
 2. **Flow step** (every ``flow_every`` iterations, when b > 0). The flow samples *with*
    gradient; the samples are pasted into the same crops and passed through the segmenter,
    whose weights this step does not update. The flow minimises
@@ -81,6 +82,22 @@ def train_pixel_counts(dataset: CityscapesSegmentation, num_classes: int):
     return counts
 
 
+def loss_grid(targets: torch.Tensor, scale: float) -> torch.Tensor:
+    """Label maps on the grid the losses are computed on: ``scale`` × their size, nearest.
+
+    A model that looks at the scene at ``input_scale`` < 1 cannot resolve finer detail than
+    its input, so the quick trainer scores its logits against labels subsampled to that
+    grid (as DeepLab v1/v2 trained against subsampled ground truth) instead of upsampling
+    19 logit maps to full resolution: the same loss, a quarter of the pixels at scale 0.5.
+    Evaluation always scores full-resolution predictions.
+    """
+    if scale == 1:
+        return targets
+    size = [max(1, round(side * scale)) for side in targets.shape[-2:]]
+    return torch.nn.functional.interpolate(targets[:, None].float(), size=size,
+                                           mode="nearest-exact")[:, 0].long()
+
+
 def _distributed() -> tuple[int, int]:
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         if not torch.distributed.is_initialized():
@@ -127,6 +144,7 @@ def train(profile, resume: bool = False, steps: int | None = None, progress: boo
 
     torch.manual_seed(profile.seed)
     model = build_model(profile).to(device)
+    loss_scale = profile.input_scale if profile.model == "small" else 1.0  # see loss_grid
     flow = None
     if profile.synthetic_prob > 0:
         flow = build_flow(profile).to(device)
@@ -200,8 +218,9 @@ def train(profile, resume: bool = False, steps: int | None = None, progress: boo
         # 1. segmenter step: negatives pasted without gradient into the flow
         model.train()
         mixed, seg_t, ood_t, boxes, synthetic = paste_negatives(images, targets, negatives, profile, generator, flow=flow)
+        seg_t, ood_t = loss_grid(seg_t, loss_scale), loss_grid(ood_t, loss_scale)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            seg, ood = train_model(mixed)
+            seg, ood = train_model(mixed, size=seg_t.shape[-2:])
         terms = densehybrid_loss(seg.float(), ood.float(), seg_t, ood_t, profile.beta, class_weights)
         if not torch.isfinite(terms["loss"]):
             raise FloatingPointError(f"the segmenter loss is not finite at step {step + 1} "
@@ -219,7 +238,8 @@ def train(profile, resume: bool = False, steps: int | None = None, progress: boo
             model.requires_grad_(False)
             mixed, _, ood_f, boxes_f, synth_f = paste_negatives(
                 images, targets, negatives, profile, generator, flow=flow, synthetic_prob=1.0, flow_grad=True)
-            seg_f, _ = model(mixed)
+            ood_f = loss_grid(ood_f, loss_scale)
+            seg_f, _ = model(mixed, size=ood_f.shape[-2:])
             l_jsd = jsd_to_uniform(seg_f, ood_f == 1)
             # L_mle on the inlier patches the samples covered (they differ in size: one by one)
             noise = generator if device.type == "cpu" else None

@@ -151,3 +151,23 @@ def test_small_model_decodes_at_its_skip_stride(skip_stride):
     assert build_model(load_profile("quick", skip_stride=skip_stride)).skip_stride == skip_stride
     with pytest.raises(ValueError, match="skip_stride must be 2"):
         SmallDeepLabTH(19, skip_stride=8)
+
+
+def test_small_model_input_scale_looks_at_a_resized_scene():
+    """input_scale=0.5 halves the decoder's grid, keeps the output at the input size, and
+    equals running the full-resolution model on the image resized by hand."""
+    torch.manual_seed(0)
+    half = SmallDeepLabTH(19, input_scale=0.5).eval()
+    x = torch.rand(2, 3, 64, 128)
+    assert half.attention_maps(x)["spatial"].shape == (2, 1, 64 // 8, 128 // 8)
+    seg, ood = half(x)
+    assert seg.shape == (2, 19, 64, 128) and ood.shape == (2, 2, 64, 128)
+    full = SmallDeepLabTH(19, input_scale=1.0).eval()
+    full.load_state_dict(half.state_dict())  # same parameters: the scale is not a weight
+    small = torch.nn.functional.interpolate(x, scale_factor=0.5, mode="bilinear", antialias=True)
+    torch.testing.assert_close(half.decoder_feature(x), full.decoder_feature(small), atol=1e-5, rtol=1e-4)
+    assert build_model(load_profile("quick")).input_scale == load_profile("quick").input_scale
+    with pytest.raises(ValueError, match="input_scale must be in"):
+        SmallDeepLabTH(19, input_scale=0)
+    with pytest.raises(ValueError, match="input_scale applies to the small model only"):
+        load_profile("paper", input_scale=0.5)

@@ -100,3 +100,28 @@ def test_ddp_with_gloo_keeps_ranks_identical(tiny_profile, tmp_path):
         changed += int(not torch.equal(a[key], start[key].detach()))
     assert changed > 0, "training changed the weights"
     assert (tmp_path / "ddp/model.pt").exists() and (tmp_path / "ddp/train_log.jsonl").exists()
+
+
+def test_loss_grid_subsamples_labels_to_the_models_input_scale():
+    """Nearest subsampling: the label at grid cell (i, j) is the label of pixel (2i, 2j) + its
+    nearest-exact neighbour, values never blend, and scale 1 is the identity."""
+    from dhlib.train import loss_grid
+    targets = torch.randint(0, 19, (2, 64, 128), generator=torch.Generator().manual_seed(0))
+    targets[:, :8] = 255
+    small = loss_grid(targets, 0.5)
+    assert small.shape == (2, 32, 64) and small.dtype == torch.long
+    assert set(small.unique().tolist()) <= set(targets.unique().tolist())
+    assert torch.equal(small, targets[:, ::2, ::2]) or torch.equal(small, targets[:, 1::2, 1::2])
+    assert (small[:, :4] == 255).all()
+    assert loss_grid(targets, 1.0) is targets
+
+
+def test_model_returns_logits_at_the_requested_size():
+    from dhlib.config import load_profile
+    from dhlib.models import build_model
+    model = build_model(load_profile("quick")).eval()
+    x = torch.rand(1, 3, 64, 128)
+    seg, ood = model(x, size=(32, 64))
+    assert seg.shape == (1, 19, 32, 64) and ood.shape == (1, 2, 32, 64)
+    full, _ = model(x)
+    assert full.shape == (1, 19, 64, 128)

@@ -97,3 +97,14 @@ def test_class_uniform_crop_keeps_alignment_and_pads():
     im, m = crop(image, target)
     assert (m == 255).sum() == 80 * 80 - 40 * 50 and (im[:, m == 255] == 0).all()
     torch.testing.assert_close(m[:40, :50], target)
+
+
+def test_rectangular_crop_takes_height_and_width():
+    """crop_size=(h, w) crops h×w; a crop as large as the image returns the image itself."""
+    torch.manual_seed(3)
+    image, target = _blocky_pair(60, 90)
+    out_image, out_target = train_transforms(crop_size=(60, 90), scale_range=(1.0, 1.0), flip=False)(image, target)
+    torch.testing.assert_close(out_image, image.float() / 255)
+    assert torch.equal(out_target, target)
+    out_image, out_target = train_transforms(crop_size=(30, 70), scale_range=(1.0, 1.0))(image, target)
+    assert out_image.shape == (3, 30, 70) and out_target.shape == (30, 70)

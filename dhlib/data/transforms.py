@@ -43,7 +43,8 @@ class RandomScale(v2.Transform):
 
 
 class ClassUniformCrop(v2.Transform):
-    """Crop ``size × size``; with probability ``class_prob`` centre it on a rare-class pixel.
+    """Crop ``size`` (a side, or ``(height, width)``); with probability ``class_prob`` centre
+    the crop on a rare-class pixel.
 
     Class-uniform sampling: draw a class c uniformly from the train ids present in the mask,
     a pixel uniformly from the pixels of c, and centre the crop on it (clamped to the image).
@@ -51,16 +52,17 @@ class ClassUniformCrop(v2.Transform):
     bottom/right with 0 (masks with 255), as ``v2.RandomCrop(pad_if_needed=True)`` does.
     """
 
-    def __init__(self, size: int, class_prob: float = 0.0):
+    def __init__(self, size, class_prob: float = 0.0):
         super().__init__()
         if not 0 <= class_prob <= 1:
             raise ValueError(f"class_prob must be a probability in [0, 1], got {class_prob}")
-        self.size, self.class_prob = size, class_prob
+        self.crop_h, self.crop_w = (size, size) if isinstance(size, int) else tuple(size)
+        self.class_prob = class_prob
 
     def make_params(self, flat_inputs):
         height, width = v2.query_size(flat_inputs)
-        pad_bottom, pad_right = max(0, self.size - height), max(0, self.size - width)
-        max_top, max_left = height + pad_bottom - self.size, width + pad_right - self.size
+        pad_bottom, pad_right = max(0, self.crop_h - height), max(0, self.crop_w - width)
+        max_top, max_left = height + pad_bottom - self.crop_h, width + pad_right - self.crop_w
         top = int(torch.randint(max_top + 1, ()))
         left = int(torch.randint(max_left + 1, ()))
         if self.class_prob > 0 and float(torch.rand(())) < self.class_prob:
@@ -73,8 +75,8 @@ class ClassUniformCrop(v2.Transform):
                     pixels = torch.nonzero(mask == c).squeeze(1)
                     pixel = int(pixels[torch.randint(len(pixels), ())])
                     y, x = divmod(pixel, width)
-                    top = min(max(0, y - self.size // 2), max_top)
-                    left = min(max(0, x - self.size // 2), max_left)
+                    top = min(max(0, y - self.crop_h // 2), max_top)
+                    left = min(max(0, x - self.crop_w // 2), max_left)
         return {"padding": [0, 0, pad_right, pad_bottom], "top": top, "left": left}
 
     def transform(self, inpt, params):
@@ -83,7 +85,7 @@ class ClassUniformCrop(v2.Transform):
         fill = IGNORE_INDEX if isinstance(inpt, tv_tensors.Mask) else 0
         if any(params["padding"]):
             inpt = TF.pad(inpt, params["padding"], fill=fill)
-        return TF.crop(inpt, params["top"], params["left"], self.size, self.size)
+        return TF.crop(inpt, params["top"], params["left"], self.crop_h, self.crop_w)
 
 
 def to_float_image():
@@ -91,9 +93,10 @@ def to_float_image():
     return v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True)
 
 
-def train_transforms(crop_size: int, scale_range=(0.5, 2.0), flip: bool = True,
+def train_transforms(crop_size, scale_range=(0.5, 2.0), flip: bool = True,
                      class_uniform: float = 0.0) -> v2.Compose:
-    """Random scale, crop to ``crop_size`` (padding images with 0, masks with 255), flip.
+    """Random scale, crop to ``crop_size`` (a side or ``(height, width)``; padding images
+    with 0, masks with 255), flip.
 
     ``class_uniform`` is the probability of a class-uniform crop (see :class:`ClassUniformCrop`).
     """

@@ -20,5 +20,6 @@ def build_model(profile) -> TwoHeadDeepLab:
     if profile.model == "small":
         return SmallDeepLabTH(profile.num_classes, widths=profile.small_widths, aspp_dim=profile.aspp_dim,
                               fine_dim=profile.fine_dim, rates=profile.aspp_rates, attention=profile.attention,
-                              skip_stride=profile.skip_stride)
+                              skip_stride=profile.skip_stride,
+                              input_scale=profile.input_scale)
     raise ValueError(f"unknown model {profile.model!r}: use 'wrn38' or 'small'")

@@ -76,7 +76,8 @@ class TwoHeadDeepLab(nn.Module):
     ``build_backbone()`` attaches the backbone's modules (called first, so its parameters
     come first in the ``state_dict``, as in the checkpoints); ``features(x)`` returns ``(skip, deep)``: the high-resolution skip feature and the
     stride-8 deep feature. ``forward(x)`` takes RGB in [0, 1] (N×3×H×W, any H and W) and
-    returns ``(seg_logits N×K×H×W, ood_logits N×2×H×W)``.
+    returns ``(seg_logits N×K×H×W, ood_logits N×2×H×W)``; ``forward(x, size=(h, w))``
+    returns them at h×w instead (the trainer's loss grid, see ``dhlib.train.loss_grid``).
     """
 
     def __init__(self, num_classes: int, skip_channels: int, deep_channels: int, aspp_dim: int = 256,
@@ -114,9 +115,10 @@ class TwoHeadDeepLab(nn.Module):
             f, maps = self.attention(f, return_maps=True)
         return (f, maps) if return_maps else f
 
-    def forward(self, x):
+    def forward(self, x, size=None):
+        """Both heads' logits, upsampled to ``size`` (default: the input's height and width)."""
         f = self.decoder_feature(x)
-        size = x.shape[-2:]
+        size = x.shape[-2:] if size is None else size
         return upsample(self.final(f), size), upsample(self.logits_ood(f), size)
 
     @torch.no_grad()
