@@ -17,6 +17,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from ..config import crop_hw
 from .labels import IGNORE_INDEX
 
 
@@ -56,7 +57,7 @@ class ClassUniformCrop(v2.Transform):
         super().__init__()
         if not 0 <= class_prob <= 1:
             raise ValueError(f"class_prob must be a probability in [0, 1], got {class_prob}")
-        self.crop_h, self.crop_w = (size, size) if isinstance(size, int) else tuple(size)
+        self.crop_h, self.crop_w = crop_hw(size)
         self.class_prob = class_prob
 
     def make_params(self, flat_inputs):
