@@ -221,7 +221,8 @@ def train(profile, resume: bool = False, steps: int | None = None, progress: boo
         seg_t, ood_t = loss_grid(seg_t, loss_scale), loss_grid(ood_t, loss_scale)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             seg, ood = train_model(mixed, size=seg_t.shape[-2:])
-        terms = densehybrid_loss(seg.float(), ood.float(), seg_t, ood_t, profile.beta, class_weights)
+        terms = densehybrid_loss(seg.float(), ood.float(), seg_t, ood_t, profile.beta, class_weights,
+                                 profile.likelihood_floor)
         if not torch.isfinite(terms["loss"]):
             raise FloatingPointError(f"the segmenter loss is not finite at step {step + 1} "
                                      f"({ {k: v.item() for k, v in terms.items()} }); lower lr or check the data")

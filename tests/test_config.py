@@ -29,6 +29,8 @@ def test_overrides_and_unknown_fields():
     ("scale_range=0.75,1.5", ("scale_range", (0.75, 1.5))),
     ("use_synthcity=false", ("use_synthcity", False)),
     ("negative_mask_kind=rectangle", ("negative_mask_kind", "rectangle")),
+    ("likelihood_floor=-3", ("likelihood_floor", -3.0)),
+    ("likelihood_floor=None", ("likelihood_floor", None)),
 ])
 def test_parse_override(text, expected):
     assert parse_override(text) == expected
@@ -40,6 +42,7 @@ def test_parse_override(text, expected):
     ("batch_size=four", "cannot read 'four'"),
     ("scale_range=1", "cannot read '1'"),
     ("use_synthcity=maybe", "cannot read 'maybe'"),
+    ("likelihood_floor=low", "cannot read 'low'"),
 ])
 def test_parse_override_errors(text, message):
     with pytest.raises(ValueError, match=message):

@@ -52,6 +52,25 @@ def test_likelihood_term_lowers_logsumexp_only_on_negatives():
     assert likelihood_loss(seg.detach(), torch.zeros_like(ood_t)).item() == 0.0
 
 
+def test_likelihood_floor_is_a_softplus_hinge_bounded_below():
+    seg, ood, seg_t, ood_t = _batch()
+    lse = torch.logsumexp(seg, 1)[ood_t == 1].numpy()
+    m = -0.5
+    expected = np.log1p(np.exp(lse - m)).mean()
+    assert likelihood_loss(seg, ood_t, floor=m).item() == pytest.approx(expected, rel=1e-12)
+    terms = densehybrid_loss(seg, ood, seg_t, ood_t, beta=0.03, likelihood_floor=m)
+    assert terms["L_x"].item() == pytest.approx(expected, rel=1e-12)
+    # far below the floor the term is ~0 and stops pushing; far above it, it is the plain term
+    low = (seg - 100).requires_grad_(True)
+    value = likelihood_loss(low, ood_t, floor=m)
+    value.backward()
+    assert 0 <= value.item() < 1e-30 and low.grad.abs().max().item() < 1e-30
+    high = seg + 100
+    assert likelihood_loss(high, ood_t, floor=m).item() == pytest.approx(
+        likelihood_loss(high, ood_t).item() - m, rel=1e-9)
+    assert likelihood_loss(seg, torch.zeros_like(ood_t), floor=m).item() == 0.0
+
+
 def test_losses_stay_finite_on_extreme_logits():
     seg, ood, seg_t, ood_t = _batch()
     terms = densehybrid_loss(seg.float() * 1e4, ood.float() * 1e4, seg_t, ood_t, beta=0.03)
