@@ -72,7 +72,13 @@ def test_ablate_writes_a_table_and_reuses_finished_variants(tiny_profile, tmp_pa
     stamp = weights.stat().st_mtime_ns
     main(args)                                                 # finished variants are not retrained
     assert weights.stat().st_mtime_ns == stamp
-    assert "| b=1 |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| b=1 |" in out and "recipe changed" not in out
+    main(args + ["--set", "beta=0.02"])                        # a new recipe:
+    out = capsys.readouterr().out                                # stale results are trained again
+    assert "ablation b=1: the recipe changed" in out and "ablation b=0: the recipe changed" in out
+    assert weights.stat().st_mtime_ns != stamp
+    assert json.loads((tmp_path / "ablation" / "b1" / "recipe.json").read_text())["beta"] == 0.02
 
 
 def test_ablate_rejects_unknown_variants(capsys):
