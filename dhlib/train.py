@@ -165,7 +165,7 @@ def train(profile, resume: bool = False, steps: int | None = None, progress: boo
         flow_sched = torch.optim.lr_scheduler.ExponentialLR(flow_opt, gamma=0.9)  # per epoch
     generator = torch.Generator().manual_seed(profile.seed * 31 + rank)
 
-    step = 0
+    step = flow_skipped = 0
     if resume and checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
@@ -256,10 +256,13 @@ def train(profile, resume: bool = False, steps: int | None = None, progress: boo
                         torch.distributed.all_reduce(p.grad)
                         p.grad /= world
             grad_norm = torch.nn.utils.clip_grad_norm_(flow.parameters(), 100.0)
-            if torch.isfinite(grad_norm):  # an overflowing sample must not poison the flow
+            applied = bool(torch.isfinite(flow_loss)) and bool(torch.isfinite(grad_norm))
+            if applied:  # an overflowing sample must not poison the flow
                 flow_opt.step()
+            else:
+                flow_skipped += 1
             model.requires_grad_(True)
-            record |= {"L_mle": l_mle.item(), "L_jsd": l_jsd.item()}
+            record |= {"L_mle": l_mle.item(), "L_jsd": l_jsd.item(), "flow_skipped": int(not applied)}
         step += 1
         if flow_sched is not None and step % batches_per_epoch == 0:
             flow_sched.step()
@@ -277,7 +280,8 @@ def train(profile, resume: bool = False, steps: int | None = None, progress: boo
         atomic_save(model.state_dict(), run_dir / "model.pt")
         if flow is not None:
             atomic_save(flow.state_dict(), run_dir / "flow_joint.pt")
-    summary = {"steps": step, "train_time_s": round(time.perf_counter() - start, 1), "rank": rank, "world": world}
+    summary = {"steps": step, "train_time_s": round(time.perf_counter() - start, 1), "rank": rank, "world": world,
+               "flow_steps_skipped": flow_skipped}  # non-finite flow steps of this process (not since resume)
     if return_models:
         summary |= {"model": model, "flow": flow}
     return summary

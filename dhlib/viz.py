@@ -157,7 +157,7 @@ def show_pasting(image, seg_target, mixed, seg_mixed, ood_target, box=None, titl
 TRAINING_TERMS = {  # JSON-lines key -> panel title
     "loss": "total  L = L_d + β·L_x + 10β·L_cla",
     "L_d": "L_d  segmentation cross-entropy (inliers)",
-    "L_x": "L_x  mean logsumexp on negatives",
+    "L_x": "L_x  mean logsumexp on negatives (or its floor hinge)",
     "L_cla": "L_cla  OOD head cross-entropy",
     "L_mle": "L_mle  flow bits/dim on covered inliers",
     "L_jsd": "L_jsd  JSD(segmenter posterior on samples ‖ uniform)",

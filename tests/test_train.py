@@ -1,4 +1,5 @@
 """The joint trainer: a killed run resumes to exactly the weights of an uninterrupted one."""
+import json
 import os
 import signal
 import subprocess
@@ -58,6 +59,10 @@ def test_sigkilled_run_resumes_to_identical_weights(tiny_profile, tmp_path):
             assert torch.equal(a[key], b[key]), f"{name}:{key} differs after resuming at step {at_kill}"
     lines = (killed_dir / "train_log.jsonl").read_text().splitlines()
     assert len(lines) >= steps  # every step was logged (steps after the checkpoint twice)
+    records = [json.loads(line) for line in (tmp_path / "straight" / "train_log.jsonl").read_text().splitlines()]
+    flow_steps = [r for r in records if "L_mle" in r]     # every 8th step; each says if it was skipped
+    assert [r["step"] for r in flow_steps] == list(range(8, steps + 1, 8))
+    assert all(r["flow_skipped"] in (0, 1) for r in flow_steps)
 
 
 DDP_SCRIPT = """
