@@ -109,7 +109,8 @@ def train_segmenter(profile: Profile, resume: bool = False) -> dict:
     from .train import train
     summary = train(profile, resume=resume)
     if summary["rank"] == 0:
-        print(f"trained {summary['steps']} steps in {summary['train_time_s']:.0f} s; "
+        print(f"trained {summary['steps']} steps in {summary['train_time_s']:.0f} s "
+              f"({summary['flow_steps_skipped']} non-finite flow steps skipped); "
               f"weights in {profile.path('runs_dir') / 'model.pt'}")
     return summary
 
@@ -179,7 +180,7 @@ def demo(profile: Profile) -> dict:
     make_data(profile)
     if profile.synthetic_prob > 0:
         train_flow(profile)
-    train(profile)
+    summary = train(profile)
     model = build_model(profile)
     load_checkpoint(model, run_dir / "model.pt")
     miou = validation_miou(model, profile)
@@ -194,11 +195,13 @@ def demo(profile: Profile) -> dict:
                "mIoU": miou, "open_mIoU": open_set.get("open_mIoU"),
                "scores": {name: {k: table[k][i] for k in ("AP", "AUROC", "FPR95")}
                           for i, name in enumerate(table["score"])},
-               "components_hybrid": {k: v for k, v in evaluation.results["components"].items() if k != "F1"}}
+               "components_hybrid": {k: v for k, v in evaluation.results["components"].items() if k != "F1"},
+               "train_steps": summary["steps"], "flow_steps_skipped": summary["flow_steps_skipped"]}
     tmp = run_dir / "results.json.tmp"
     tmp.write_text(json.dumps(results, indent=2))
     tmp.replace(run_dir / "results.json")
-    print(f"\nDenseHybrid Lab demo ({profile.name}): val mIoU {100 * miou:.2f}")
+    print(f"\nDenseHybrid Lab demo ({profile.name}): {summary['steps']} training steps "
+          f"({summary['flow_steps_skipped']} non-finite flow steps skipped), val mIoU {100 * miou:.2f}")
     print(evaluation.format_table())
     print(f"wall time {wall:.0f} s, peak memory {peak_memory_mb():.0f} MB; "
           f"{run_dir / 'model.pt'} and {run_dir / 'results.json'} written")

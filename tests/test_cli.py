@@ -85,3 +85,26 @@ def test_ablate_rejects_unknown_variants(capsys):
     with pytest.raises(SystemExit):
         main(["ablate", "--variant", "b=2"])
     assert "choose from ['default', 'b=0', 'b=0.5', 'b=1', 'no attention']" in capsys.readouterr().err
+
+
+def test_demo_leaves_model_and_results_json_as_the_design_specifies(tiny_profile, tmp_path, capsys):
+    args = ["demo", "--profile", "quick"]
+    for field in ("cityscapes_root", "ade20k_root", "fishyscapes_root"):
+        args += ["--set", f"{field}={getattr(tiny_profile, field)}"]
+    for field, value in TINY_TRAINING.items():
+        args += ["--set", f"{field}={value}"]
+    args += ["--set", f"runs_dir={tmp_path}", "--set", f"figures_dir={tmp_path / 'figures'}",
+             "--set", "flow_every=1"]
+    main(args)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["profile"] == "quick" and results["wall_time_s"] > 0 and results["peak_memory_mb"] > 0
+    assert set(results["scores"]) == {"msp", "max_logit", "entropy", "energy", "discriminative", "hybrid"}
+    assert all(set(v) == {"AP", "AUROC", "FPR95"} for v in results["scores"].values())
+    assert 0 <= results["mIoU"] <= 1 and 0 <= results["open_mIoU"] <= 1
+    assert results["train_steps"] == 3 and 0 <= results["flow_steps_skipped"] <= 3
+    from dhlib.config import load_profile
+    from dhlib.models import build_model, load_checkpoint
+    settings = dict(TINY_TRAINING, small_widths=(8, 8, 8, 8, 8))
+    load_checkpoint(build_model(load_profile("quick", **settings)), tmp_path / "model.pt")
+    out = capsys.readouterr().out
+    assert "3 training steps" in out and "hybrid" in out and "peak memory" in out
