@@ -151,8 +151,18 @@ def train(profile, resume: bool = False, steps: int | None = None, progress: boo
         pretrained = run_dir / "flow.pt"
         if pretrained.exists():
             flow.load_state_dict(torch.load(pretrained, map_location=device, weights_only=True))
-        elif rank == 0:
-            print(f"note: {pretrained} not found; the flow starts untrained (run train-flow first)")
+        else:
+            if rank == 0:
+                print(f"note: {pretrained} not found; the flow starts untrained (run train-flow first)")
+            # ActNorm initialises itself on the first batch it sees. Show it the same inlier crops
+            # on every rank (the seeded crops are identical everywhere), or DDP ranks would start
+            # from different flows and drift apart.
+            factor = 2 ** profile.flow_levels
+            side = min(profile.flow_crop, *crops[0][0].shape[-2:]) // factor * factor
+            first = torch.stack([crops[i][0][:, :side, :side] for i in range(min(8, len(crops)))])
+            noise = torch.Generator().manual_seed(profile.seed) if device.type == "cpu" else None
+            with torch.no_grad():
+                flow.bits_per_dim(first.to(device), noise)
     seg_opt = torch.optim.Adam(model.parameters(), lr=profile.lr, weight_decay=profile.weight_decay)
     seg_sched = torch.optim.lr_scheduler.LambdaLR(      # polynomial decay, as DeepLab
         seg_opt, lambda s: (1 - min(s, total_steps - 1) / total_steps) ** 0.9)
@@ -248,15 +258,18 @@ def train(profile, resume: bool = False, steps: int | None = None, progress: boo
                                                    noise) for i, b in enumerate(boxes_f)]).mean()
             flow_loss = l_mle + profile.flow_jsd_weight * l_jsd
             flow_opt.zero_grad(set_to_none=True)
-            if torch.isfinite(flow_loss):  # a non-finite flow step is skipped, not applied
+            finite = torch.isfinite(flow_loss.detach()).float()
+            if finite:  # a non-finite flow step is skipped, not applied
                 flow_loss.backward()
             if world > 1:  # the flow is not wrapped in DDP: average its gradients by hand
-                for p in flow.parameters():
-                    if p.grad is not None:
-                        torch.distributed.all_reduce(p.grad)
-                        p.grad /= world
+                for p in flow.parameters():  # every rank reduces every tensor, or gloo/NCCL hang
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                    torch.distributed.all_reduce(p.grad)
+                    p.grad /= world
+                torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)  # skip on all ranks
             grad_norm = torch.nn.utils.clip_grad_norm_(flow.parameters(), 100.0)
-            applied = bool(torch.isfinite(flow_loss)) and bool(torch.isfinite(grad_norm))
+            applied = bool(finite) and bool(torch.isfinite(grad_norm))
             if applied:  # an overflowing sample must not poison the flow
                 flow_opt.step()
             else:

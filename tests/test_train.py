@@ -60,8 +60,9 @@ def test_sigkilled_run_resumes_to_identical_weights(tiny_profile, tmp_path):
     lines = (killed_dir / "train_log.jsonl").read_text().splitlines()
     assert len(lines) >= steps  # every step was logged (steps after the checkpoint twice)
     records = [json.loads(line) for line in (tmp_path / "straight" / "train_log.jsonl").read_text().splitlines()]
-    flow_steps = [r for r in records if "L_mle" in r]     # every 8th step; each says if it was skipped
-    assert [r["step"] for r in flow_steps] == list(range(8, steps + 1, 8))
+    flow_steps = [r for r in records if "L_mle" in r]     # every flow_every-th step; each says if skipped
+    every = __import__("dhlib.config", fromlist=["x"]).load_profile("quick").flow_every
+    assert [r["step"] for r in flow_steps] == list(range(every, steps + 1, every))
     assert all(r["flow_skipped"] in (0, 1) for r in flow_steps)
 
 
@@ -73,8 +74,9 @@ settings = json.loads(sys.argv[1])
 profile = load_profile("quick", **settings)
 out = train(profile, progress=False, return_models=True)
 rank = out["rank"]
-torch.save({k: v.detach().clone() for k, v in out["model"].named_parameters()},
-           os.path.join(settings["runs_dir"], f"params_rank{rank}.pt"))
+params = {k: v.detach().clone() for k, v in out["model"].named_parameters()}
+params |= {"flow." + k: v.detach().clone() for k, v in out["flow"].named_parameters()}
+torch.save(params, os.path.join(settings["runs_dir"], f"params_rank{rank}.pt"))
 torch.distributed.destroy_process_group()
 """
 
@@ -88,7 +90,7 @@ def test_ddp_with_gloo_keeps_ranks_identical(tiny_profile, tmp_path):
                 "synthcity_width": 128, "synthcity_train": 6, "synthcity_val": 4, "synthcity_negatives": 8,
                 "synthcity_anomaly_test": 4, "crop_size": 48, "negative_min_side": 8, "negative_max_side": 24,
                 "batch_size": 2, "flow_levels": 2, "flow_steps": 1, "flow_hidden": 8,
-                "small_widths": [8, 8, 8, 8, 8], "aspp_dim": 8, "fine_dim": 4, "train_steps": 4,
+                "small_widths": [8, 8, 8, 8, 8], "aspp_dim": 8, "fine_dim": 4, "train_steps": 4, "flow_every": 2,
                 "checkpoint_every": 2, "runs_dir": str(tmp_path / "ddp"), "device": "cpu"}
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     result = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", str(script), json.dumps(settings)],
@@ -102,8 +104,10 @@ def test_ddp_with_gloo_keeps_ranks_identical(tiny_profile, tmp_path):
     changed = 0
     for key in a:
         assert torch.equal(a[key], b[key]), f"{key} differs between ranks"
-        changed += int(not torch.equal(a[key], start[key].detach()))
+        if not key.startswith("flow."):
+            changed += int(not torch.equal(a[key], start[key].detach()))
     assert changed > 0, "training changed the weights"
+    assert any(k.startswith("flow.") for k in a)  # the flow (two flow steps, gradients reduced by hand) too
     assert (tmp_path / "ddp/model.pt").exists() and (tmp_path / "ddp/train_log.jsonl").exists()
 
 
