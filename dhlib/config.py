@@ -294,8 +294,8 @@ def parse_override(text: str) -> tuple[str, object]:
         raise ValueError(f"unknown profile field {key!r}; known fields: {sorted(fields)}")
     default = getattr(Profile(), key)
     try:
-        if key == "likelihood_floor":  # a number or 'none' (the papers' plain L_x)
-            return key, None if value.lower() == "none" else float(value)
+        if value.lower() == "none" and "None" in str(fields[key].type):  # optional fields
+            return key, None
         if key == "crop_size":  # one side (square) or height,width
             sides = tuple(int(v) for v in value.split(","))
             if len(sides) not in (1, 2):

@@ -158,8 +158,9 @@ def train(profile, resume: bool = False, steps: int | None = None, progress: boo
             # on every rank (the seeded crops are identical everywhere), or DDP ranks would start
             # from different flows and drift apart.
             factor = 2 ** profile.flow_levels
-            side = min(profile.flow_crop, *crops[0][0].shape[-2:]) // factor * factor
-            first = torch.stack([crops[i][0][:, :side, :side] for i in range(min(8, len(crops)))])
+            scenes = [crops[i][0] for i in range(min(8, len(crops)))]
+            side = min(profile.flow_crop, *scenes[0].shape[-2:]) // factor * factor
+            first = torch.stack([x[:, :side, :side] for x in scenes])
             noise = torch.Generator().manual_seed(profile.seed) if device.type == "cpu" else None
             with torch.no_grad():
                 flow.bits_per_dim(first.to(device), noise)
