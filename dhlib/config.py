@@ -55,6 +55,9 @@ class Profile:
     num_classes: int = 19  # Cityscapes train ids; SynthCity uses a subset of them
 
     # --- SynthCity sizes (quick tier only) ----------------------------------------------
+    # The world's own seed, apart from `seed` (initialisation, data order, pasting): runs
+    # with other training seeds then see the same scenes and the same test set.
+    synthcity_seed: int = 0
     synthcity_height: int = 256
     synthcity_width: int = 512
     synthcity_train: int = 600

@@ -140,3 +140,12 @@ def test_export_with_new_settings_replaces_the_old_one(tmp_path, tiny_profile):
     images = list((tmp_path / "cityscapes/leftImg8bit/train").rglob("*.png"))
     assert len(images) == 2  # nothing left over from the larger export
     assert json.loads((tmp_path / "synthcity.json").read_text())["train"] == 2
+
+
+def test_the_training_seed_does_not_change_the_world(synthcity_root, tiny_profile):
+    import dataclasses
+    marker = synthcity_root / "synthcity.json"
+    before = marker.stat().st_mtime_ns
+    synthcity.export(synthcity_root, dataclasses.replace(tiny_profile, seed=7), workers=1, progress=False)
+    assert marker.stat().st_mtime_ns == before      # same scenes, same test set for every training seed
+    assert json.loads(marker.read_text())["seed"] == tiny_profile.synthcity_seed == 0

@@ -894,7 +894,7 @@ def export(root=None, profile="quick", workers: int | None = None, progress: boo
     from ..config import Profile, load_profile
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
     root = Path(root) if root is not None else prof.path("cityscapes_root").parent
-    manifest = {"generator": GENERATOR_VERSION, "seed": prof.seed, "height": prof.synthcity_height,
+    manifest = {"generator": GENERATOR_VERSION, "seed": prof.synthcity_seed, "height": prof.synthcity_height,
                 "width": prof.synthcity_width, "train": prof.synthcity_train,
                 "val": prof.synthcity_val, "negatives": prof.synthcity_negatives,
                 "anomalies": prof.synthcity_anomaly_test}
@@ -907,7 +907,7 @@ def export(root=None, profile="quick", workers: int | None = None, progress: boo
         marker.unlink()
         for tree in ("cityscapes", "ade20k", "fishyscapes"):
             shutil.rmtree(root / tree, ignore_errors=True)
-    jobs = [(kind, str(root), prof.seed, i, prof.synthcity_height, prof.synthcity_width)
+    jobs = [(kind, str(root), prof.synthcity_seed, i, prof.synthcity_height, prof.synthcity_width)
             for kind in ("train", "val", "negatives", "anomalies") for i in range(manifest[kind])]
     workers = workers or min(os.cpu_count() or 1, 8)
     from tqdm.auto import tqdm
