@@ -84,8 +84,50 @@ def test_training_data_never_touches_the_anomaly_family(monkeypatch):
         synthcity.render_anomaly_scene(0, 0, 64, 128)
 
 
+def _gradient_spread(field):
+    """How far the gradients of a 2-D field are from all being parallel: the smaller
+    eigenvalue over the larger of their structure tensor Σ ∇f ∇fᵀ (0 = one direction)."""
+    gy, gx = np.gradient(np.asarray(field, np.float64))
+    tensor = np.array([[(gx * gx).sum(), (gx * gy).sum()], [(gx * gy).sum(), (gy * gy).sum()]])
+    low, high = np.linalg.eigvalsh(tensor)
+    return low / high
+
+
+def test_negative_lights_vary_along_one_direction_and_anomaly_shading_along_two():
+    """The negatives' room light is a function of one coordinate (ramp or cylinder); the
+    anomalies' dome shading varies in two directions, so the shading cue stays held out."""
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:64, 0:64].astype(np.float32) + 0.5
+    kinds = set()
+    for _ in range(30):
+        light = synthcity._room_light(yy, xx, 32.0, 32.0, 30.0, rng)
+        if np.ptp(light) == 0:
+            kinds.add("flat")
+            continue
+        kinds.add("shaded")
+        assert _gradient_spread(light) < 0.05  # measured ≤ 0.017 (finite differences at the rim)
+    assert kinds == {"flat", "shaded"}
+    for _ in range(10):
+        rgb, alpha = synthcity._anomaly_sprite(rng, 64)
+        inside = alpha >= 1
+        luminance = np.where(inside, rgb.mean(2), rgb.mean(2)[inside].mean())
+        assert _gradient_spread(luminance) > 0.05  # measured ≥ 0.33
+
+
+def test_irregular_negative_finishes():
+    rng = np.random.default_rng(2)
+    yy, xx = np.mgrid[0:48, 0:64].astype(np.float32) + 0.5
+    a, b = np.array([0.8, 0.2, 0.2], np.float32), np.array([0.1, 0.1, 0.9], np.float32)
+    for kind in ("fabric", "marble", "brushed"):
+        tex = synthcity._irregular_texture(kind, yy[:, :1], xx[:1], rng, a, b)
+        assert tex.shape == (48, 64, 3) and np.isfinite(tex).all()
+        assert len(np.unique((tex * 255).astype(int).reshape(-1, 3), axis=0)) > 20, kind
+    with pytest.raises(ValueError):
+        synthcity._irregular_texture("velvet", yy[:, :1], xx[:1], rng, a, b)
+
+
 def test_anomaly_and_negative_families_are_disjoint_in_shape():
-    """Negatives are flat-coloured periodic textures; anomalies are smoothly shaded.
+    """The negatives' periodic patterns are flat two-colour textures; anomalies are shaded.
 
     Measured by the number of distinct colours inside an object: a flat two-colour
     texture has few, a shaded organic object many.

@@ -18,9 +18,10 @@ segmentation problem:
 It writes three trees (see :func:`export`):
 
 1. a **Cityscapes** tree (``leftImg8bit`` + ``gtFine`` with official *label ids*);
-2. an **ADE20K-format negatives** tree: indoor scenes of man-made objects with flat,
-   periodic textures (stripes, checks, dots, planks) and straight or circular outlines,
-   annotated with class ids 1-150 (0 = unlabeled);
+2. an **ADE20K-format negatives** tree: indoor scenes of man-made objects with straight or
+   circular outlines, periodic patterns (stripes, checks, dots, planks) or irregular finishes
+   (fabric, marble, brushed metal), lit flat or from one side, annotated with class ids
+   1-150 (0 = unlabeled);
 3. a **Fishyscapes-Static-format** test tree: new street scenes with pasted anomalies from
    a *disjoint* family -- organic, smoothly shaded, star-convex shapes (stones, creatures,
    spotted balls) -- labelled 0 inlier / 1 anomaly / 255 void.
@@ -55,7 +56,7 @@ PERSON, CAR, BUS, EGO = (LABEL_ID[n] for n in ("person", "car", "bus", "ego vehi
 
 # Bump whenever a change to the renderer changes pixels: exports made by another version
 # are then written anew instead of being re-used.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3  # 3: negatives with irregular finishes and one-sided room light
 
 # Streams: independent random sequences for each thing SynthCity writes.
 STREAMS = {"train": 1, "val": 2, "negatives": 3, "anomalies": 4}
@@ -616,7 +617,7 @@ def render_scene(seed: int, index: int, height: int = 256, width: int = 512, str
 
 
 # ------------------------------------------------------------------------------------------
-# Negatives (ADE20K format): man-made objects with flat periodic textures, indoors
+# Negatives (ADE20K format): man-made objects, indoors
 # ------------------------------------------------------------------------------------------
 
 ADE_WALL, ADE_FLOOR = 1, 4  # ADE20K ids of the two background classes used here
@@ -658,6 +659,50 @@ def _periodic_texture(kind, yy, xx, rng, c1, c2):
     return np.where(t[..., None], c2, c1)
 
 
+# Surfaces of the negatives family: the periodic patterns above, or irregular man-made
+# finishes (woven fabric, veined marble, brushed metal), each under one of the room lights.
+NEGATIVE_SURFACES = ("periodic", "periodic", "fabric", "marble", "brushed")
+NEGATIVE_LIGHTS = ("flat", "ramp", "cylinder")
+
+
+def _irregular_texture(kind, yy, xx, rng, c1, c2):
+    """Non-periodic finishes built from value noise, all anisotropic or fine-grained.
+
+    fabric: fine isotropic weave noise; marble: bands ``sin(u/p + 3·n)`` bent by noise;
+    brushed: streaks that vary across one direction only.
+    """
+    h, w = yy.shape[0], xx.shape[1]
+    theta = rng.uniform(0, np.pi)
+    u = xx * math.cos(theta) + yy * math.sin(theta)
+    if kind == "fabric":
+        n = smooth_noise(rng, h, w, max(h // 3, 2), max(w // 3, 2))
+        return c1 * (1 + 0.22 * n)[..., None]
+    if kind == "marble":
+        n = smooth_noise(rng, h, w, max(h // 16, 2), max(w // 16, 2))
+        t = 0.5 + 0.5 * np.sin(u / rng.uniform(3, 10) + 3.0 * n)
+        return c1 + (c2 - c1) * (t ** 3)[..., None]
+    if kind == "brushed":  # streaks along theta: noise of the coordinate across them only
+        v = -xx * math.sin(theta) + yy * math.cos(theta)
+        v = v - v.min()
+        streaks = np.interp(v, np.arange(int(v.max()) + 2), rng.standard_normal(int(v.max()) + 2))
+        return c1 * (1 + 0.12 * streaks)[..., None]
+    raise ValueError(kind)
+
+
+def _room_light(yy, xx, cx, cy, r, rng):
+    """Brightness of a flat or cylindrical object under a distant light: a function of one
+    coordinate u across the object (a linear ramp, or the cosine profile of a cylinder),
+    never the two-dimensional dome shading of the anomaly family."""
+    kind = NEGATIVE_LIGHTS[rng.integers(len(NEGATIVE_LIGHTS))]
+    theta = rng.uniform(0, 2 * np.pi)
+    u = np.clip(((xx - cx) * math.cos(theta) + (yy - cy) * math.sin(theta)) / r, -1, 1)
+    if kind == "flat":
+        return np.ones(np.broadcast(yy, xx).shape, np.float32)
+    if kind == "ramp":
+        return (0.8 + 0.3 * u).astype(np.float32)
+    return (0.35 + 0.75 * np.sqrt(1 - u ** 2) * (0.75 + 0.25 * u)).astype(np.float32)  # cylinder
+
+
 def _outline_mask(kind, yy, xx, cx, cy, r, rng):
     dx, dy = (xx - cx) / r, (yy - cy) / r
     if kind == "rect":
@@ -690,7 +735,10 @@ def render_negative(seed: int, index: int):
     """One ADE20K-format negative image: ``(image H×W×3 uint8, classes H×W uint8)``.
 
     An indoor backdrop (wall id 1, floor id 4) holds 2-5 objects of the negatives family;
-    sizes vary like ADE20K images do (here 192-320 px a side).
+    sizes vary like ADE20K images do (here 192-320 px a side). Each object has a periodic
+    pattern or an irregular finish (:data:`NEGATIVE_SURFACES`) under a flat, ramp or
+    cylinder light. With periodic flat patterns only (generator version 2) the OOD head
+    learned to fire on sharp edges rather than on unfamiliar objects (README, "Negatives").
     """
     rng = rng_for(seed, "negatives", index)
     h, w = int(rng.integers(192, 321)), int(rng.integers(192, 321))
@@ -717,7 +765,13 @@ def render_negative(seed: int, index: int):
         mask = _outline_mask(outline, yy, xx, cx, cy, r, rng)
         a, b = _hsv(rng.random(), rng.uniform(0.3, 1), rng.uniform(0.3, 1)), \
             _hsv(rng.random(), rng.uniform(0.3, 1), rng.uniform(0.3, 1))
-        colour = _periodic_texture(texture, yy, xx, rng, a, b) * (1 + 0.03 * cv.grain[ys, xs])[..., None]
+        surface = NEGATIVE_SURFACES[rng.integers(len(NEGATIVE_SURFACES))]
+        if surface == "periodic":
+            colour = _periodic_texture(texture, yy, xx, rng, a, b)
+        else:
+            colour = _irregular_texture(surface, yy, xx, rng, a, b)
+        colour = colour * _room_light(yy, xx, cx, cy, r, rng)[..., None]
+        colour = colour * (1 + 0.03 * cv.grain[ys, xs])[..., None]
         cv.paint(ys, xs, mask, colour, class_id)
     light = {"gain": rng.uniform(0.7, 1.2), "tint": rng.uniform(0.9, 1.1, 3).astype(np.float32),
              "noise": rng.uniform(0.005, 0.02)}
@@ -735,8 +789,9 @@ def _anomaly_sprite(rng, size: int):
     """An anomaly of the evaluation family: ``(rgb s×s×3, alpha s×s)``.
 
     Smooth star-convex outlines ``r(φ) = 1 + Σ aₖ sin(kφ + φₖ)`` (or a body-and-legs
-    creature) with Lambertian-like shading and low-frequency mottling: none of the straight
-    edges or periodic flat textures of the negatives family.
+    creature) with Lambertian-like dome shading (it varies in two directions) and
+    low-frequency mottling: none of the straight edges, periodic patterns or one-sided
+    lighting of the negatives family.
     """
     kind = ANOMALY_KINDS[rng.integers(len(ANOMALY_KINDS))]
     s = size
