@@ -5,6 +5,7 @@ Commands available now:
 * ``make-data``  write the SynthCity trees (quick tier) in the real dataset formats;
 * ``figures``    draw the data figures (scenes, labels, anomalies, negatives, pasting) and,
                  when the run folder has logs, the training curves;
+* ``pretrain``   stage 1: the closed-set segmenter, L_d only (``--resume`` continues);
 * ``train-flow`` pre-train the normalizing flow on inlier crops (``--resume`` continues);
 * ``train``      train DenseHybrid with mixed negatives, fine-tuning the flow (``--resume``;
                  multi-GPU: ``torchrun --nproc_per_node=G -m dhlib train --profile paper``);
@@ -101,6 +102,16 @@ def train_flow(profile: Profile, resume: bool = False) -> dict:
     print(f"flow: {summary['val_bits_per_dim']:.3f} bits/dim on held-out {profile.flow_crop}×"
           f"{profile.flow_crop} val crops (uniform model: 8.000) after {summary['steps']} steps, "
           f"{summary['train_time_s']:.0f} s; weights in {profile.path('runs_dir') / 'flow.pt'}")
+    return summary
+
+
+def pretrain(profile: Profile, resume: bool = False) -> dict:
+    """Stage 1: train the closed-set segmenter (L_d only); prints its val mIoU."""
+    from .train import pretrain as run_pretrain
+    summary = run_pretrain(profile, resume=resume)
+    if summary["rank"] == 0:
+        print(f"pre-trained {summary['steps']} steps in {summary['train_time_s']:.0f} s; "
+              f"weights in {profile.path('pretrain_dir') / 'model.pt'}")
     return summary
 
 
@@ -219,7 +230,8 @@ def ablate(profile: Profile, variants=None) -> list:
     return results
 
 
-COMMANDS = {"make-data": make_data, "figures": figures, "train-flow": train_flow, "train": train_segmenter,
+COMMANDS = {"make-data": make_data, "figures": figures, "train-flow": train_flow, "pretrain": pretrain,
+            "train": train_segmenter,
             "evaluate": evaluate, "demo": demo, "ablate": ablate}
 
 
@@ -232,7 +244,7 @@ def main(argv=None) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a profile field, e.g. --set synthcity_train=200 (repeatable)")
     parser.add_argument("--resume", action="store_true",
-                        help="train, train-flow: continue from the last checkpoint in the run folder")
+                        help="pretrain, train, train-flow: continue from the last checkpoint in the run folder")
     parser.add_argument("--checkpoint", help="evaluate: the model weights to load")
     parser.add_argument("--dataset", help="evaluate: 'fishyscapes' (default) or a folder with images/ and labels/")
     parser.add_argument("--variant", action="append", metavar="NAME",
@@ -244,6 +256,8 @@ def main(argv=None) -> None:
         parser.error(str(err))
     if args.command == "train-flow":
         train_flow(profile, resume=args.resume)
+    elif args.command == "pretrain":
+        pretrain(profile, resume=args.resume)
     elif args.command == "train":
         train_segmenter(profile, resume=args.resume)
     elif args.command == "evaluate":

@@ -79,6 +79,14 @@ class Profile:
     # so that poles, lights and signs are seen often enough. quick: 0 (whole scenes).
     class_uniform: float = 0.0
 
+    # --- stage 1: the closed-set segmenter (python -m dhlib pretrain) --------------------
+    # The papers fine-tune NVIDIA's Cityscapes model; the quick tier trains its own once, with
+    # L_d only, and ships it in weights/ (the paper tier never runs this stage itself).
+    pretrain_steps: int = 20000
+    pretrain_lr: float = 1.5e-3   # Adam with polynomial decay, from scratch
+    pretrain_dir: str = "runs/quick-pretrain"
+    val_every: int = 2500         # log val mIoU every k pretraining steps (0: only at the end)
+
     # --- segmenter training ------------------------------------------------------------
     # quick: sized so that `make demo` stays under 10 min on 2 cores on a slow day (measured
     # 0.46 s per segmenter step, +0.8 s per flow step; the machine's speed varies by ~25 %).
@@ -187,6 +195,7 @@ def _paper() -> Profile:
         negative_min_side=16,
         negative_max_side=216,
         runs_dir="runs/paper",
+        pretrain_dir="runs/paper-pretrain",
         model="wrn38",
         attention=False,  # the papers' model has none; switch it on to study the addition
         input_scale=1.0,

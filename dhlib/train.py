@@ -39,7 +39,7 @@ from .data.ade20k import ADE20KNegatives
 from .data.cityscapes import CityscapesSegmentation
 from .data.transforms import train_transforms
 from .flows import build_flow
-from .losses import class_balance_weights, densehybrid_loss, jsd_to_uniform
+from .losses import class_balance_weights, densehybrid_loss, jsd_to_uniform, segmentation_loss
 from .models import build_model
 from .negatives import paste_negatives
 
@@ -114,11 +114,12 @@ def _device(profile, rank: int) -> torch.device:
 
 
 def train(profile, resume: bool = False, steps: int | None = None, progress: bool = True,
-          return_models: bool = False) -> dict:
+          return_models: bool = False, closed_set: bool = False) -> dict:
     """Train the profile's segmenter (and fine-tune its flow); returns a summary dict.
 
     Writes to ``profile.runs_dir``: ``checkpoint.pt`` (resume state), ``model.pt`` (final
     segmenter state_dict), ``flow_joint.pt`` (final flow), ``train_log.jsonl``.
+    ``closed_set``: stage 1, the inlier classes only (L_d; no negatives, no flow).
     """
     rank, world = _distributed()
     device = _device(profile, rank)
@@ -136,7 +137,7 @@ def train(profile, resume: bool = False, steps: int | None = None, progress: boo
                                                train_transforms(profile.crop_size, profile.scale_range,
                                                                 class_uniform=profile.class_uniform)),
                         profile.seed)
-    negatives = ADE20KNegatives(profile.path("ade20k_root"))
+    negatives = None if closed_set else ADE20KNegatives(profile.path("ade20k_root"))
     class_weights = None
     if profile.class_balance > 0:
         class_weights = class_balance_weights(train_pixel_counts(crops.dataset, profile.num_classes),
@@ -146,7 +147,7 @@ def train(profile, resume: bool = False, steps: int | None = None, progress: boo
     model = build_model(profile).to(device)
     loss_scale = profile.input_scale  # losses on the grid the model sees (see loss_grid); 1 for wrn38
     flow = None
-    if profile.synthetic_prob > 0:
+    if profile.synthetic_prob > 0 and not closed_set:
         flow = build_flow(profile).to(device)
         pretrained = run_dir / "flow.pt"
         if pretrained.exists():
@@ -214,7 +215,7 @@ def train(profile, resume: bool = False, steps: int | None = None, progress: boo
                       "flow_sched": flow_sched.state_dict()}
         atomic_save(state, checkpoint_path)
 
-    bar = tqdm(total=total_steps, initial=step, desc="DenseHybrid training", disable=not progress or rank != 0)
+    bar = tqdm(total=total_steps, initial=step, desc="closed-set pretraining" if closed_set else "DenseHybrid training", disable=not progress or rank != 0)
     start = time.perf_counter()
     log = open(log_path, "a") if rank == 0 else None
     while step < total_steps:
@@ -228,12 +229,20 @@ def train(profile, resume: bool = False, steps: int | None = None, progress: boo
 
         # 1. segmenter step: negatives pasted without gradient into the flow
         model.train()
-        mixed, seg_t, ood_t, boxes, synthetic = paste_negatives(images, targets, negatives, profile, generator, flow=flow)
-        seg_t, ood_t = loss_grid(seg_t, loss_scale), loss_grid(ood_t, loss_scale)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            seg, ood = train_model(mixed, size=seg_t.shape[-2:])
-        terms = densehybrid_loss(seg.float(), ood.float(), seg_t, ood_t, profile.beta, class_weights,
-                                 profile.likelihood_floor)
+        if closed_set:
+            seg_t = loss_grid(targets, loss_scale)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                seg, _ = train_model(images, size=seg_t.shape[-2:])
+            l_d = segmentation_loss(seg.float(), seg_t, class_weights)
+            terms = {"L_d": l_d, "loss": l_d}
+        else:
+            mixed, seg_t, ood_t, boxes, synthetic = paste_negatives(images, targets, negatives, profile,
+                                                                    generator, flow=flow)
+            seg_t, ood_t = loss_grid(seg_t, loss_scale), loss_grid(ood_t, loss_scale)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                seg, ood = train_model(mixed, size=seg_t.shape[-2:])
+            terms = densehybrid_loss(seg.float(), ood.float(), seg_t, ood_t, profile.beta, class_weights,
+                                     profile.likelihood_floor)
         if not torch.isfinite(terms["loss"]):
             raise FloatingPointError(f"the segmenter loss is not finite at step {step + 1} "
                                      f"({ {k: v.item() for k, v in terms.items()} }); lower lr or check the data")
@@ -287,6 +296,11 @@ def train(profile, resume: bool = False, steps: int | None = None, progress: boo
             log.flush()
         if step % profile.checkpoint_every == 0 or step == total_steps:
             save_checkpoint()
+        if closed_set and rank == 0 and profile.val_every and (step % profile.val_every == 0 or step == total_steps):
+            miou = validation_miou(model, profile, device)
+            log.write(json.dumps({"step": step, "val_mIoU": miou, "time_s": round(time.perf_counter() - start, 3)}) + "\n")
+            log.flush()
+            bar.write(f"step {step}: val mIoU {100 * miou:.2f}")
     bar.close()
     if log:
         log.close()
@@ -299,6 +313,19 @@ def train(profile, resume: bool = False, steps: int | None = None, progress: boo
     if return_models:
         summary |= {"model": model, "flow": flow}
     return summary
+
+
+def pretrain(profile, resume: bool = False, progress: bool = True) -> dict:
+    """Stage 1: the closed-set segmenter, trained from scratch on the inlier classes (L_d only).
+
+    The quick tier's counterpart of NVIDIA's Cityscapes checkpoint, which the papers fine-tune.
+    Runs in ``profile.pretrain_dir`` for ``pretrain_steps`` at ``pretrain_lr``; the trainer's
+    checkpoints and ``--resume`` apply, and val mIoU is logged every ``val_every`` steps.
+    """
+    import dataclasses
+    stage1 = dataclasses.replace(profile, runs_dir=profile.pretrain_dir, train_steps=profile.pretrain_steps,
+                                 lr=profile.pretrain_lr, synthetic_prob=0.0, beta=0.0)
+    return train(stage1, resume=resume, progress=progress, closed_set=True)
 
 
 @torch.no_grad()
