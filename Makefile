@@ -1,7 +1,16 @@
-# Two commands on a fresh machine (only Python 3.11 needed):
+# Two commands on a fresh machine (only Python 3.11, 3.12 or 3.13 needed):
 #   make demo   create .venv if missing, install, run the quick pipeline
 #   make test   create .venv if missing, install, run unit tests + notebooks (nbval)
-PYTHON ?= python3.11
+#
+# The interpreter that creates .venv: python3.11 when it runs, otherwise the first of
+# python3.13, python3.12, python3 that runs and is 3.11-3.13. Every candidate is run, not just
+# looked up: a pyenv shim for a version that is not installed is on the PATH but fails.
+# Override with `make PYTHON=/path/to/python install` (it must be 3.11-3.13 too).
+PY_PROBE   := import sys; assert (3, 11) <= sys.version_info[:2] <= (3, 13)
+PYTHON_CANDIDATES ?= python3.11 python3.13 python3.12 python3
+# Recursive (`?=`): probed only when a recipe needs it, and not at all when PYTHON is given.
+PYTHON ?= $(shell for c in $(PYTHON_CANDIDATES); do \
+            $$c -c '$(PY_PROBE)' >/dev/null 2>&1 && { echo $$c; break; }; done)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PROFILE ?= quick
@@ -10,7 +19,13 @@ PROFILE ?= quick
 
 # The stamp is rebuilt whenever pyproject.toml changes, so a new dependency is installed.
 $(VENV)/.installed: pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	@test -x $(PY) || { py='$(PYTHON)'; \
+	  test -n "$$py" || { echo "error: no working Python 3.11, 3.12 or 3.13 found" \
+	    "(tried: $(PYTHON_CANDIDATES)). Install one of them, or run" \
+	    "'make PYTHON=/path/to/python3.11 $(MAKECMDGOALS)'." >&2; exit 1; }; \
+	  "$$py" -c '$(PY_PROBE)' >/dev/null 2>&1 || { echo "error: PYTHON=$$py does not run" \
+	    "or is not Python 3.11, 3.12 or 3.13." >&2; exit 1; }; \
+	  echo "creating $(VENV) with $$py"; "$$py" -m venv $(VENV); }
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $@

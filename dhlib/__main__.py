@@ -107,7 +107,9 @@ def train_flow(profile: Profile, resume: bool = False) -> dict:
 
 def pretrain(profile: Profile, resume: bool = False) -> dict:
     """Stage 1: train the closed-set segmenter (L_d only); prints its val mIoU."""
+    from .provenance import record_run_info
     from .train import pretrain as run_pretrain
+    record_run_info(profile.path("pretrain_dir"), profile)
     summary = run_pretrain(profile, resume=resume)
     if summary["rank"] == 0:
         print(f"pre-trained {summary['steps']} steps in {summary['train_time_s']:.0f} s; "
@@ -117,7 +119,9 @@ def pretrain(profile: Profile, resume: bool = False) -> dict:
 
 def train_segmenter(profile: Profile, resume: bool = False) -> dict:
     """Train DenseHybrid (segmenter + flow fine-tuning); prints the summary and val mIoU."""
+    from .provenance import record_run_info
     from .train import train
+    record_run_info(profile.path("runs_dir"), profile)
     summary = train(profile, resume=resume)
     if summary["rank"] == 0:
         print(f"trained {summary['steps']} steps in {summary['train_time_s']:.0f} s "
@@ -161,6 +165,19 @@ def evaluate(profile: Profile, checkpoint: str | None = None, dataset: str | Non
     return evaluation.results
 
 
+def ship_weights(profile: Profile, name: str) -> dict:
+    """Store a finished run as the shipped file ``weights/<name>.pt`` with its model card."""
+    from .models import weights
+    from .shipping import SHIP
+    if name not in SHIP:
+        raise SystemExit(f"ship-weights: unknown name {name!r}; choose one of {', '.join(SHIP)}")
+    card = SHIP[name](profile)
+    m = card["metrics"]
+    print(f"wrote {weights.get(name).path} ({card['size_bytes'] / 1e6:.1f} MB, sha256 {card['sha256'][:12]}…) and "
+          f"its card; val mIoU {100 * m['val_mIoU']:.2f}")
+    return card
+
+
 def torch_cuda_available() -> bool:
     import torch
     return torch.cuda.is_available()
@@ -185,12 +202,20 @@ def demo(profile: Profile) -> dict:
     from .data import Fishyscapes
     from .evaluation import THKLOODEvaluation
     from .models import build_model, load_checkpoint
-    from .train import train, validation_miou
+    from .provenance import record_run_info
+    from .train import resolve_init_checkpoint, train, validation_miou
     start = time.perf_counter()
     run_dir = profile.path("runs_dir")
     make_data(profile)
+    init_path, init_sha = resolve_init_checkpoint(profile)
+    miou_init = None
+    if init_path is not None:  # the cost of fine-tuning in closed-set mIoU, as the papers report
+        initial = build_model(profile)
+        print(f"fine-tuning from {init_path} ({load_checkpoint(initial, init_path).layout})")
+        miou_init = validation_miou(initial, profile)
     if profile.synthetic_prob > 0:
         train_flow(profile)
+    record_run_info(run_dir, profile, "python -m dhlib demo " + " ".join(sys.argv[2:]))
     summary = train(profile)
     model = build_model(profile)
     load_checkpoint(model, run_dir / "model.pt")
@@ -203,7 +228,8 @@ def demo(profile: Profile) -> dict:
     wall = time.perf_counter() - start
     open_set = evaluation.results["open_set"] or {}
     results = {"profile": profile.name, "wall_time_s": round(wall, 1), "peak_memory_mb": round(peak_memory_mb()),
-               "mIoU": miou, "open_mIoU": open_set.get("open_mIoU"),
+               "init_checkpoint": {"path": str(init_path) if init_path else None, "sha256": init_sha},
+               "mIoU_init": miou_init, "mIoU": miou, "open_mIoU": open_set.get("open_mIoU"),
                "scores": {name: {k: table[k][i] for k in ("AP", "AUROC", "FPR95")}
                           for i, name in enumerate(table["score"])},
                "components_hybrid": {k: v for k, v in evaluation.results["components"].items() if k != "F1"},
@@ -211,8 +237,9 @@ def demo(profile: Profile) -> dict:
     tmp = run_dir / "results.json.tmp"
     tmp.write_text(json.dumps(results, indent=2))
     tmp.replace(run_dir / "results.json")
+    before = f" (before fine-tuning {100 * miou_init:.2f})" if miou_init is not None else " (from random weights)"
     print(f"\nDenseHybrid Lab demo ({profile.name}): {summary['steps']} training steps "
-          f"({summary['flow_steps_skipped']} non-finite flow steps skipped), val mIoU {100 * miou:.2f}")
+          f"({summary['flow_steps_skipped']} non-finite flow steps skipped), val mIoU {100 * miou:.2f}{before}")
     print(evaluation.format_table())
     print(f"wall time {wall:.0f} s, peak memory {peak_memory_mb():.0f} MB; "
           f"{run_dir / 'model.pt'} and {run_dir / 'results.json'} written")
@@ -231,7 +258,7 @@ def ablate(profile: Profile, variants=None) -> list:
 
 
 COMMANDS = {"make-data": make_data, "figures": figures, "train-flow": train_flow, "pretrain": pretrain,
-            "train": train_segmenter,
+            "train": train_segmenter, "ship-weights": ship_weights,
             "evaluate": evaluate, "demo": demo, "ablate": ablate}
 
 
@@ -239,6 +266,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m dhlib", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=sorted(COMMANDS))
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help="ship-weights: the shipped name (quick-closed-set, quick-densehybrid)")
     parser.add_argument("--profile", choices=PROFILES, default=os.environ.get("DHLIB_PROFILE", "quick"),
                         help="quick (CPU, SynthCity; default) or paper (GPU, real data)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -254,7 +283,22 @@ def main(argv=None) -> None:
         profile = _profile_from_args(args)
     except ValueError as err:
         parser.error(str(err))
-    if args.command == "train-flow":
+    if args.names and args.command != "ship-weights":
+        parser.error(f"{args.command} takes no positional arguments (got {' '.join(args.names)})")
+    from .models.weights import WeightsError
+    from .train import InitCheckpointError
+    try:
+        run_command(parser, args, profile)
+    except (WeightsError, InitCheckpointError) as err:  # a file to fetch or fix: a message, not a traceback
+        raise SystemExit(f"error: {err}") from None
+
+
+def run_command(parser, args, profile) -> None:
+    if args.command == "ship-weights":
+        if len(args.names) != 1:
+            parser.error("ship-weights needs one NAME: quick-closed-set or quick-densehybrid")
+        ship_weights(profile, args.names[0])
+    elif args.command == "train-flow":
         train_flow(profile, resume=args.resume)
     elif args.command == "pretrain":
         pretrain(profile, resume=args.resume)

@@ -35,3 +35,13 @@ def restore_rng_state(state: dict, generator: torch.Generator | None = None) -> 
     torch.set_rng_state(state["torch"])
     if generator is not None and "generator" in state:
         generator.set_state(state["generator"])
+
+
+def atomic_write_text(text: str, path) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path

@@ -87,11 +87,19 @@ class Profile:
     pretrain_dir: str = "runs/quick-pretrain"
     val_every: int = 2500         # log val mIoU every k pretraining steps (0: only at the end)
 
+    # --- stage 2: DenseHybrid fine-tuning (python -m dhlib train) -------------------------
+    # The segmenter to start from: a shipped name (dhlib.models.weights, hash-checked), a path
+    # (NVIDIA's one-head file, the official two-head file or one of ours), or None for random
+    # weights (--set init_checkpoint=none). Parameters the file lacks (the OOD head of a
+    # closed-set or NVIDIA file, the attention block) start fresh, at fresh_lr_mult × lr.
+    init_checkpoint: str | None = "quick-closed-set"
+    fresh_lr_mult: float = 10.0
+
     # --- segmenter training ------------------------------------------------------------
     # quick: sized so that `make demo` stays under 10 min on 2 cores on a slow day (measured
     # 0.46 s per segmenter step, +0.8 s per flow step; the machine's speed varies by ~25 %).
     train_steps: int = 720
-    lr: float = 1.5e-3            # Adam with polynomial decay; the quick model trains from scratch
+    lr: float = 5e-4              # Adam with polynomial decay, fine-tuning the closed-set segmenter
     weight_decay: float = 1e-4
     # L_d weights classes by (median frequency / frequency)^class_balance: 0 = plain
     # cross-entropy as in the papers; the quick tier's short run needs the rare classes pushed.
@@ -182,6 +190,8 @@ def _paper() -> Profile:
         batch_size=16,                # per process: torchrun with G GPUs trains on G × batch_size
         num_workers=8,
         # Fine-tuning NVIDIA's Cityscapes checkpoint with Adam at lr 1e-6 (TPAMI'24).
+        init_checkpoint="data/weights/cityscapes_cv0_wideresnet38_nosdcaug.pth",
+        fresh_lr_mult=1.0,            # one learning rate for every parameter, as the papers describe
         train_steps=10 * 2975 // 16,  # 10 epochs of Cityscapes train at batch 16
         lr=1e-6,
         weight_decay=0.0,

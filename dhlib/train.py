@@ -29,12 +29,14 @@ import json
 import math
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from .checkpointing import atomic_save, restore_rng_state, rng_state
+from .config import project_root
 from .data.ade20k import ADE20KNegatives
 from .data.cityscapes import CityscapesSegmentation
 from .data.transforms import train_transforms
@@ -113,21 +115,69 @@ def _device(profile, rank: int) -> torch.device:
     return torch.device("cuda", rank % torch.cuda.device_count())
 
 
-def train(profile, resume: bool = False, steps: int | None = None, progress: bool = True,
-          return_models: bool = False, closed_set: bool = False) -> dict:
-    """Train the profile's segmenter (and fine-tune its flow); returns a summary dict.
+class InitCheckpointError(FileNotFoundError):
+    """The profile's ``init_checkpoint`` cannot be found: the message says where to get it."""
 
-    Writes to ``profile.runs_dir``: ``checkpoint.pt`` (resume state), ``model.pt`` (final
-    segmenter state_dict), ``flow_joint.pt`` (final flow), ``train_log.jsonl``.
-    ``closed_set``: stage 1, the inlier classes only (L_d; no negatives, no flow).
+
+def resolve_init_checkpoint(profile) -> tuple[Path | None, str | None]:
+    """``init_checkpoint`` as ``(path, sha256 or None)``; ``(None, None)`` for random weights.
+
+    A registered name (``dhlib.models.weights``) is hash-checked; a path is taken as it is.
     """
-    rank, world = _distributed()
-    device = _device(profile, rank)
-    run_dir = Path(profile.path("runs_dir"))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint_path, log_path = run_dir / "checkpoint.pt", run_dir / "train_log.jsonl"
-    total_steps = steps or profile.train_steps
+    from .models import weights
+    name = profile.init_checkpoint
+    if name is None or str(name).lower() == "none":
+        return None, None
+    if name in weights.REGISTRY:
+        return weights.resolve(name)
+    path = Path(name).expanduser()
+    path = path if path.is_absolute() else project_root() / path
+    if not path.is_file():
+        hint = NVIDIA_HINT if path.name == NVIDIA_CHECKPOINT else (
+            f"shipped names: {', '.join(weights.REGISTRY)}")
+        raise InitCheckpointError(
+            f"init_checkpoint {path} does not exist. DenseHybrid fine-tunes a segmenter trained on the "
+            f"inlier classes: {hint}. To train from random weights instead, pass --set init_checkpoint=none.")
+    return path, weights.sha256(path)
 
+
+NVIDIA_CHECKPOINT = "cityscapes_cv0_wideresnet38_nosdcaug.pth"
+NVIDIA_HINT = (f"download NVIDIA's Cityscapes WideResNet38 checkpoint {NVIDIA_CHECKPOINT} (linked from "
+               "NVIDIA's semantic-segmentation repository and the DenseHybrid README) and put it in "
+               "data/weights/, or set init_checkpoint to where it is")
+
+
+@dataclass
+class TrainingSetup:
+    """Everything the steps of one training share: data, models, optimisers, random state."""
+
+    profile: object
+    device: torch.device
+    rank: int
+    world: int
+    run_dir: Path
+    total_steps: int
+    closed_set: bool
+    crops: SeededCrops
+    negatives: object
+    class_weights: torch.Tensor | None
+    model: torch.nn.Module          # the segmenter itself (checkpoints, evaluation)
+    train_model: torch.nn.Module    # what the segmenter step calls: DDP- and/or compile-wrapped
+    flow: torch.nn.Module | None
+    seg_opt: torch.optim.Optimizer
+    seg_sched: object
+    flow_opt: torch.optim.Optimizer | None
+    flow_sched: object
+    generator: torch.Generator
+    batches_per_epoch: int
+    amp_dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler
+    init: dict = field(default_factory=dict)  # what init_checkpoint loaded
+    step: int = 0
+
+
+def training_data(profile, closed_set: bool, device, rank: int, world: int, progress: bool):
+    """The seeded training crops, the negatives (None in the closed-set stage) and L_d's class weights."""
     if profile.use_synthcity and rank == 0:
         from .data.synthcity import export
         export(profile=profile, progress=progress)
@@ -142,30 +192,77 @@ def train(profile, resume: bool = False, steps: int | None = None, progress: boo
     if profile.class_balance > 0:
         class_weights = class_balance_weights(train_pixel_counts(crops.dataset, profile.num_classes),
                                               profile.class_balance).to(device)
+    return crops, negatives, class_weights
 
+
+def initial_segmenter(profile, device, closed_set: bool) -> tuple[torch.nn.Module, dict]:
+    """The segmenter to train: random (stage 1, or ``init_checkpoint=none``) or loaded from
+    ``init_checkpoint`` (stage 2). Returns it with a record of what was loaded and left fresh."""
+    from .models import load_checkpoint
     torch.manual_seed(profile.seed)
-    model = build_model(profile).to(device)
-    loss_scale = profile.input_scale  # losses on the grid the model sees (see loss_grid); 1 for wrn38
-    flow = None
-    if profile.synthetic_prob > 0 and not closed_set:
-        flow = build_flow(profile).to(device)
-        pretrained = run_dir / "flow.pt"
-        if pretrained.exists():
-            flow.load_state_dict(torch.load(pretrained, map_location=device, weights_only=True))
-        else:
-            if rank == 0:
-                print(f"note: {pretrained} not found; the flow starts untrained (run train-flow first)")
-            # ActNorm initialises itself on the first batch it sees. Show it the same inlier crops
-            # on every rank (the seeded crops are identical everywhere), or DDP ranks would start
-            # from different flows and drift apart.
-            factor = 2 ** profile.flow_levels
-            scenes = [crops[i][0] for i in range(min(8, len(crops)))]
-            side = min(profile.flow_crop, *scenes[0].shape[-2:]) // factor * factor
-            first = torch.stack([x[:, :side, :side] for x in scenes])
-            noise = torch.Generator().manual_seed(profile.seed) if device.type == "cpu" else None
-            with torch.no_grad():
-                flow.bits_per_dim(first.to(device), noise)
-    seg_opt = torch.optim.Adam(model.parameters(), lr=profile.lr, weight_decay=profile.weight_decay)
+    model = build_model(profile)
+    init = {"path": None, "sha256": None, "fresh": []}
+    path, digest = (None, None) if closed_set else resolve_init_checkpoint(profile)
+    if path is not None:
+        report = load_checkpoint(model, path)
+        init = {"path": str(path), "sha256": digest, "layout": report.layout, "fresh": report.fresh}
+    return model.to(device), init
+
+
+def describe_keys(keys) -> str:
+    """``'logits_ood (4 tensors), attention (6 tensors)'``: state_dict keys grouped by module."""
+    counts = {}
+    for key in keys:
+        counts[key.split(".")[0]] = counts.get(key.split(".")[0], 0) + 1
+    return ", ".join(f"{module} ({n} tensors)" for module, n in counts.items())
+
+
+def optimiser_groups(model, fresh: list, lr: float, fresh_lr_mult: float) -> list[dict]:
+    """Adam parameter groups: what the init checkpoint provided at ``lr``; what it left fresh
+    (the OOD head from a one-head or closed-set file) at ``fresh_lr_mult × lr``, since a head
+    learning from nothing needs larger steps than weights that only need adjusting."""
+    fresh = set(fresh)
+    groups = [{"params": [p for n, p in model.named_parameters() if n not in fresh], "lr": lr},
+              {"params": [p for n, p in model.named_parameters() if n in fresh], "lr": lr * fresh_lr_mult}]
+    return [g for g in groups if g["params"]]
+
+
+def initial_flow(profile, crops, run_dir: Path, device, rank: int):
+    """The flow of the joint phase: pre-trained (``run_dir/flow.pt``) or fresh."""
+    flow = build_flow(profile).to(device)
+    pretrained = run_dir / "flow.pt"
+    if pretrained.exists():
+        flow.load_state_dict(torch.load(pretrained, map_location=device, weights_only=True))
+        return flow
+    if rank == 0:
+        print(f"note: {pretrained} not found; the flow starts untrained (run train-flow first)")
+    # ActNorm initialises itself on the first batch it sees. Show it the same inlier crops
+    # on every rank (the seeded crops are identical everywhere), or DDP ranks would start
+    # from different flows and drift apart.
+    factor = 2 ** profile.flow_levels
+    scenes = [crops[i][0] for i in range(min(8, len(crops)))]
+    side = min(profile.flow_crop, *scenes[0].shape[-2:]) // factor * factor
+    first = torch.stack([x[:, :side, :side] for x in scenes])
+    noise = torch.Generator().manual_seed(profile.seed) if device.type == "cpu" else None
+    with torch.no_grad():
+        flow.bits_per_dim(first.to(device), noise)
+    return flow
+
+
+def setup_training(profile, resume: bool = False, steps: int | None = None, progress: bool = True,
+                   closed_set: bool = False) -> TrainingSetup:
+    """Data, segmenter (from ``init_checkpoint`` unless ``closed_set``), flow, optimisers; resumed
+    from ``runs_dir/checkpoint.pt`` when ``resume`` and it exists."""
+    rank, world = _distributed()
+    device = _device(profile, rank)
+    run_dir = Path(profile.path("runs_dir"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    total_steps = steps or profile.train_steps
+    crops, negatives, class_weights = training_data(profile, closed_set, device, rank, world, progress)
+    model, init = initial_segmenter(profile, device, closed_set)
+    flow = initial_flow(profile, crops, run_dir, device, rank) if profile.synthetic_prob > 0 and not closed_set else None
+    seg_opt = torch.optim.Adam(optimiser_groups(model, init["fresh"], profile.lr, profile.fresh_lr_mult),
+                               lr=profile.lr, weight_decay=profile.weight_decay)
     seg_sched = torch.optim.lr_scheduler.LambdaLR(      # polynomial decay, as DeepLab
         seg_opt, lambda s: (1 - min(s, total_steps - 1) / total_steps) ** 0.9)
     batches_per_epoch = len(epoch_batches(len(crops), profile.batch_size, profile.seed, 0, rank, world))
@@ -175,143 +272,182 @@ def train(profile, resume: bool = False, steps: int | None = None, progress: boo
     if flow is not None:
         flow_opt = torch.optim.Adamax(flow.parameters(), lr=profile.flow_joint_lr)
         flow_sched = torch.optim.lr_scheduler.ExponentialLR(flow_opt, gamma=0.9)  # per epoch
-    generator = torch.Generator().manual_seed(profile.seed * 31 + rank)
-
-    step = flow_skipped = 0
-    if resume and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        seg_opt.load_state_dict(state["seg_opt"])
-        seg_sched.load_state_dict(state["seg_sched"])
-        if flow is not None:
-            flow.load_state_dict(state["flow"])
-            flow_opt.load_state_dict(state["flow_opt"])
-            flow_sched.load_state_dict(state["flow_sched"])
-        step = state["step"]
-        restore_rng_state(state["rng"], generator)
+    amp_dtype = None
+    if profile.amp and device.type == "cuda":
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    setup = TrainingSetup(profile, device, rank, world, run_dir, total_steps, closed_set, crops, negatives,
+                          class_weights, model, model, flow, seg_opt, seg_sched, flow_opt, flow_sched,
+                          torch.Generator().manual_seed(profile.seed * 31 + rank), batches_per_epoch, amp_dtype,
+                          torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16), init)
+    if resume and (run_dir / "checkpoint.pt").exists():
+        load_training_checkpoint(setup, run_dir / "checkpoint.pt")
     elif rank == 0:
-        log_path.unlink(missing_ok=True)
+        (run_dir / "train_log.jsonl").unlink(missing_ok=True)
+    setup.train_model = wrap_for_training(model, device, world, profile.compile)
+    return setup
 
+
+def wrap_for_training(model, device, world: int, compile_model: bool):
+    """DDP across ranks (SyncBatchNorm on GPUs) and optionally ``torch.compile``."""
     train_model = model
     if world > 1:
         if device.type == "cuda":  # small per-GPU batches: normalise over the whole batch
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         train_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    if profile.compile:
-        train_model = torch.compile(train_model)
-    amp_dtype = None
-    if profile.amp and device.type == "cuda":
-        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    return torch.compile(train_model) if compile_model else train_model
 
-    def save_checkpoint():
-        if rank != 0:
-            return
-        state = {"model": model.state_dict(), "seg_opt": seg_opt.state_dict(),
-                 "seg_sched": seg_sched.state_dict(), "step": step, "rng": rng_state(generator)}
-        if flow is not None:
-            state |= {"flow": flow.state_dict(), "flow_opt": flow_opt.state_dict(),
-                      "flow_sched": flow_sched.state_dict()}
-        atomic_save(state, checkpoint_path)
 
-    bar = tqdm(total=total_steps, initial=step, desc="closed-set pretraining" if closed_set else "DenseHybrid training", disable=not progress or rank != 0)
+def save_training_checkpoint(setup: TrainingSetup) -> None:
+    """Everything a bit-exact resume needs, written atomically by rank 0."""
+    if setup.rank != 0:
+        return
+    state = {"model": setup.model.state_dict(), "seg_opt": setup.seg_opt.state_dict(),
+             "seg_sched": setup.seg_sched.state_dict(), "step": setup.step, "rng": rng_state(setup.generator)}
+    if setup.flow is not None:
+        state |= {"flow": setup.flow.state_dict(), "flow_opt": setup.flow_opt.state_dict(),
+                  "flow_sched": setup.flow_sched.state_dict()}
+    atomic_save(state, setup.run_dir / "checkpoint.pt")
+
+
+def load_training_checkpoint(setup: TrainingSetup, path: Path) -> None:
+    state = torch.load(path, map_location=setup.device, weights_only=True)
+    setup.model.load_state_dict(state["model"])
+    setup.seg_opt.load_state_dict(state["seg_opt"])
+    setup.seg_sched.load_state_dict(state["seg_sched"])
+    if setup.flow is not None:
+        setup.flow.load_state_dict(state["flow"])
+        setup.flow_opt.load_state_dict(state["flow_opt"])
+        setup.flow_sched.load_state_dict(state["flow_sched"])
+    setup.step = state["step"]
+    restore_rng_state(state["rng"], setup.generator)
+
+
+def next_batch(setup: TrainingSetup) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch of step ``setup.step``: this rank's slice of a seeded per-epoch permutation."""
+    epoch, position = divmod(setup.step, setup.batches_per_epoch)
+    setup.crops.epoch = epoch
+    p = setup.profile
+    indices = epoch_batches(len(setup.crops), p.batch_size, p.seed, epoch, setup.rank, setup.world)[position]
+    images, targets = map(torch.stack, zip(*(setup.crops[i] for i in indices)))
+    images, targets = images.to(setup.device), targets.to(setup.device)
+    if p.model != "wrn38" and setup.device.type == "cuda":
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, targets
+
+
+def segmenter_step(setup: TrainingSetup, images, targets) -> dict:
+    """One update of the segmenter: ``L = L_d + β·L_x + 10β·L_cla`` on the images with one pasted
+    negative each (flow samples drawn without gradient), or L_d alone in the closed-set stage."""
+    p, model = setup.profile, setup.model
+    model.train()
+    if setup.closed_set:
+        inputs, seg_t, ood_t = images, loss_grid(targets, p.input_scale), None
+    else:
+        inputs, seg_t, ood_t, _, _ = paste_negatives(images, targets, setup.negatives, p, setup.generator,
+                                                     flow=setup.flow)
+        seg_t, ood_t = loss_grid(seg_t, p.input_scale), loss_grid(ood_t, p.input_scale)
+    with torch.autocast(setup.device.type, dtype=setup.amp_dtype, enabled=setup.amp_dtype is not None):
+        seg, ood = setup.train_model(inputs, size=seg_t.shape[-2:])
+    if setup.closed_set:
+        terms = {"L_d": segmentation_loss(seg.float(), seg_t, setup.class_weights)}
+        terms["loss"] = terms["L_d"]
+    else:
+        terms = densehybrid_loss(seg.float(), ood.float(), seg_t, ood_t, p.beta, setup.class_weights,
+                                 p.likelihood_floor)
+    if not torch.isfinite(terms["loss"]):
+        raise FloatingPointError(f"the segmenter loss is not finite at step {setup.step + 1} "
+                                 f"({ {k: v.item() for k, v in terms.items()} }); lower lr or check the data")
+    setup.seg_opt.zero_grad(set_to_none=True)
+    setup.scaler.scale(terms["loss"]).backward()
+    setup.scaler.step(setup.seg_opt)
+    setup.scaler.update()
+    setup.seg_sched.step()
+    return {k: v.item() for k, v in terms.items()}
+
+
+def flow_step(setup: TrainingSetup, images, targets) -> dict:
+    """One update of the flow: ``L_mle + λ·L_jsd``. Its samples, drawn *with* gradient, are pasted
+    into the same images and passed through the segmenter, which this step does not update."""
+    p, model, flow = setup.profile, setup.model, setup.flow
+    model.eval()  # BatchNorm statistics stay those of the segmenter step
+    model.requires_grad_(False)
+    mixed, _, ood_f, boxes_f, _ = paste_negatives(images, targets, setup.negatives, p, setup.generator,
+                                                  flow=flow, synthetic_prob=1.0, flow_grad=True)
+    ood_f = loss_grid(ood_f, p.input_scale)
+    seg_f, _ = model(mixed, size=ood_f.shape[-2:])
+    l_jsd = jsd_to_uniform(seg_f, ood_f == 1)
+    # L_mle on the inlier patches the samples covered (they differ in size: one by one)
+    noise = setup.generator if setup.device.type == "cpu" else None
+    l_mle = torch.stack([flow.bits_per_dim(images[i:i + 1, :, b.top:b.top + b.height, b.left:b.left + b.width],
+                                           noise) for i, b in enumerate(boxes_f)]).mean()
+    flow_loss = l_mle + p.flow_jsd_weight * l_jsd
+    setup.flow_opt.zero_grad(set_to_none=True)
+    finite = torch.isfinite(flow_loss.detach()).float()
+    if finite:  # a non-finite flow step is skipped, not applied
+        flow_loss.backward()
+    if setup.world > 1:  # the flow is not wrapped in DDP: average its gradients by hand
+        for param in flow.parameters():  # every rank reduces every tensor, or gloo/NCCL hang
+            if param.grad is None:
+                param.grad = torch.zeros_like(param)
+            torch.distributed.all_reduce(param.grad)
+            param.grad /= setup.world
+        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)  # skip on all ranks
+    grad_norm = torch.nn.utils.clip_grad_norm_(flow.parameters(), 100.0)
+    applied = bool(finite) and bool(torch.isfinite(grad_norm))
+    if applied:  # an overflowing sample must not poison the flow
+        setup.flow_opt.step()
+    model.requires_grad_(True)
+    return {"L_mle": l_mle.item(), "L_jsd": l_jsd.item(), "flow_skipped": int(not applied)}
+
+
+def train(profile, resume: bool = False, steps: int | None = None, progress: bool = True,
+          return_models: bool = False, closed_set: bool = False) -> dict:
+    """Train the profile's segmenter (and fine-tune its flow); returns a summary dict.
+
+    Writes to ``profile.runs_dir``: ``checkpoint.pt`` (resume state), ``model.pt`` (final
+    segmenter state_dict), ``flow_joint.pt`` (final flow), ``train_log.jsonl``.
+    ``closed_set``: stage 1, the inlier classes only (L_d; no negatives, no flow).
+    """
+    s = setup_training(profile, resume, steps, progress, closed_set)
+    p, flow_skipped = s.profile, 0
+    if s.init["path"] and s.rank == 0:
+        print(f"fine-tuning from {s.init['path']} ({s.init['layout']}); started fresh: "
+              f"{describe_keys(s.init['fresh']) or 'nothing'}")
+    bar = tqdm(total=s.total_steps, initial=s.step, disable=not progress or s.rank != 0,
+               desc="closed-set pretraining" if closed_set else "DenseHybrid training")
     start = time.perf_counter()
-    log = open(log_path, "a") if rank == 0 else None
-    while step < total_steps:
-        epoch, position = divmod(step, batches_per_epoch)
-        crops.epoch = epoch
-        batch_indices = epoch_batches(len(crops), profile.batch_size, profile.seed, epoch, rank, world)[position]
-        images, targets = map(torch.stack, zip(*(crops[i] for i in batch_indices)))
-        images, targets = images.to(device), targets.to(device)
-        if profile.model != "wrn38" and device.type == "cuda":
-            images = images.contiguous(memory_format=torch.channels_last)
-
-        # 1. segmenter step: negatives pasted without gradient into the flow
-        model.train()
-        if closed_set:
-            seg_t = loss_grid(targets, loss_scale)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                seg, _ = train_model(images, size=seg_t.shape[-2:])
-            l_d = segmentation_loss(seg.float(), seg_t, class_weights)
-            terms = {"L_d": l_d, "loss": l_d}
-        else:
-            mixed, seg_t, ood_t, boxes, synthetic = paste_negatives(images, targets, negatives, profile,
-                                                                    generator, flow=flow)
-            seg_t, ood_t = loss_grid(seg_t, loss_scale), loss_grid(ood_t, loss_scale)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                seg, ood = train_model(mixed, size=seg_t.shape[-2:])
-            terms = densehybrid_loss(seg.float(), ood.float(), seg_t, ood_t, profile.beta, class_weights,
-                                     profile.likelihood_floor)
-        if not torch.isfinite(terms["loss"]):
-            raise FloatingPointError(f"the segmenter loss is not finite at step {step + 1} "
-                                     f"({ {k: v.item() for k, v in terms.items()} }); lower lr or check the data")
-        seg_opt.zero_grad(set_to_none=True)
-        scaler.scale(terms["loss"]).backward()
-        scaler.step(seg_opt)
-        scaler.update()
-        seg_sched.step()
-        record = {"step": step + 1, **{k: v.item() for k, v in terms.items()}}
-
-        # 2. flow step: samples with gradient, through the segmenter without updating it
-        if flow is not None and profile.flow_every and (step + 1) % profile.flow_every == 0:
-            model.eval()  # BatchNorm statistics stay those of the segmenter step
-            model.requires_grad_(False)
-            mixed, _, ood_f, boxes_f, synth_f = paste_negatives(
-                images, targets, negatives, profile, generator, flow=flow, synthetic_prob=1.0, flow_grad=True)
-            ood_f = loss_grid(ood_f, loss_scale)
-            seg_f, _ = model(mixed, size=ood_f.shape[-2:])
-            l_jsd = jsd_to_uniform(seg_f, ood_f == 1)
-            # L_mle on the inlier patches the samples covered (they differ in size: one by one)
-            noise = generator if device.type == "cpu" else None
-            l_mle = torch.stack([flow.bits_per_dim(images[i:i + 1, :, b.top:b.top + b.height, b.left:b.left + b.width],
-                                                   noise) for i, b in enumerate(boxes_f)]).mean()
-            flow_loss = l_mle + profile.flow_jsd_weight * l_jsd
-            flow_opt.zero_grad(set_to_none=True)
-            finite = torch.isfinite(flow_loss.detach()).float()
-            if finite:  # a non-finite flow step is skipped, not applied
-                flow_loss.backward()
-            if world > 1:  # the flow is not wrapped in DDP: average its gradients by hand
-                for p in flow.parameters():  # every rank reduces every tensor, or gloo/NCCL hang
-                    if p.grad is None:
-                        p.grad = torch.zeros_like(p)
-                    torch.distributed.all_reduce(p.grad)
-                    p.grad /= world
-                torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)  # skip on all ranks
-            grad_norm = torch.nn.utils.clip_grad_norm_(flow.parameters(), 100.0)
-            applied = bool(finite) and bool(torch.isfinite(grad_norm))
-            if applied:  # an overflowing sample must not poison the flow
-                flow_opt.step()
-            else:
-                flow_skipped += 1
-            model.requires_grad_(True)
-            record |= {"L_mle": l_mle.item(), "L_jsd": l_jsd.item(), "flow_skipped": int(not applied)}
-        step += 1
-        if flow_sched is not None and step % batches_per_epoch == 0:
-            flow_sched.step()
-        if rank == 0:
+    log = open(s.run_dir / "train_log.jsonl", "a") if s.rank == 0 else None
+    while s.step < s.total_steps:
+        images, targets = next_batch(s)
+        record = {"step": s.step + 1} | segmenter_step(s, images, targets)
+        if s.flow is not None and p.flow_every and (s.step + 1) % p.flow_every == 0:
+            record |= flow_step(s, images, targets)
+            flow_skipped += record["flow_skipped"]
+        s.step += 1
+        if s.flow_sched is not None and s.step % s.batches_per_epoch == 0:
+            s.flow_sched.step()
+        if closed_set and p.val_every and (s.step % p.val_every == 0 or s.step == s.total_steps) and log:
+            record["val_mIoU"] = validation_miou(s.model, p, s.device)
+            bar.write(f"step {s.step}: val mIoU {100 * record['val_mIoU']:.2f}")
+        if log:  # logged before the checkpoint, so a resumed run never misses a step's line
             bar.update()
             bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k != "step"})
             log.write(json.dumps(record | {"time_s": round(time.perf_counter() - start, 3)}) + "\n")
             log.flush()
-        if step % profile.checkpoint_every == 0 or step == total_steps:
-            save_checkpoint()
-        if closed_set and rank == 0 and profile.val_every and (step % profile.val_every == 0 or step == total_steps):
-            miou = validation_miou(model, profile, device)
-            log.write(json.dumps({"step": step, "val_mIoU": miou, "time_s": round(time.perf_counter() - start, 3)}) + "\n")
-            log.flush()
-            bar.write(f"step {step}: val mIoU {100 * miou:.2f}")
+        if s.step % p.checkpoint_every == 0 or s.step == s.total_steps:
+            save_training_checkpoint(s)
     bar.close()
     if log:
         log.close()
-    if rank == 0:
-        atomic_save(model.state_dict(), run_dir / "model.pt")
-        if flow is not None:
-            atomic_save(flow.state_dict(), run_dir / "flow_joint.pt")
-    summary = {"steps": step, "train_time_s": round(time.perf_counter() - start, 1), "rank": rank, "world": world,
-               "flow_steps_skipped": flow_skipped}  # non-finite flow steps of this process (not since resume)
+        atomic_save(s.model.state_dict(), s.run_dir / "model.pt")
+        if s.flow is not None:
+            atomic_save(s.flow.state_dict(), s.run_dir / "flow_joint.pt")
+    summary = {"steps": s.step, "train_time_s": round(time.perf_counter() - start, 1), "rank": s.rank,
+               "world": s.world, "flow_steps_skipped": flow_skipped,  # of this process (not since resume)
+               "init_checkpoint": s.init}
     if return_models:
-        summary |= {"model": model, "flow": flow}
+        summary |= {"model": s.model, "flow": s.flow}
     return summary
 
 
@@ -329,9 +465,9 @@ def pretrain(profile, resume: bool = False, progress: bool = True) -> dict:
 
 
 @torch.no_grad()
-def validation_miou(model, profile, device=None) -> float:
-    """Closed-set mIoU of ``model`` on the profile's Cityscapes val split (full images)."""
-    from .metrics import confusion_matrix, mean_iou
+def validation_confusion(model, profile, device=None):
+    """Closed-set confusion matrix of ``model`` on the profile's Cityscapes val split (full images)."""
+    from .metrics import confusion_matrix
     device = device or next(model.parameters()).device
     val = CityscapesSegmentation(profile.path("cityscapes_root"), "val")
     model.eval()
@@ -340,4 +476,11 @@ def validation_miou(model, profile, device=None) -> float:
         image, target = val[i]
         seg, _ = model(image[None].to(device))
         total = total + confusion_matrix(seg[0].argmax(0).cpu(), target, profile.num_classes)
+    return total
+
+
+def validation_miou(model, profile, device=None) -> float:
+    """Closed-set mIoU of ``model`` on the profile's Cityscapes val split (full images)."""
+    from .metrics import mean_iou
+    total = validation_confusion(model, profile, device)
     return mean_iou(total) if not isinstance(total, int) else math.nan

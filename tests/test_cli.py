@@ -51,7 +51,7 @@ TINY_TRAINING = {"synthcity_height": 64, "synthcity_width": 128, "synthcity_trai
                  "negative_min_side": 8, "negative_max_side": 24, "batch_size": 2, "flow_levels": 2,
                  "flow_steps": 1, "flow_hidden": 8, "flow_crop": 16, "flow_batch": 4, "flow_pretrain_steps": 3,
                  "flow_val_crops": 4, "small_widths": "8,8,8,8,8", "aspp_dim": 8, "fine_dim": 4,
-                 "train_steps": 3, "checkpoint_every": 2}
+                 "train_steps": 3, "checkpoint_every": 2, "init_checkpoint": "none"}
 
 
 def test_ablate_writes_a_table_and_reuses_finished_variants(tiny_profile, tmp_path, capsys):

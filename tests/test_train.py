@@ -17,7 +17,7 @@ def _args(profile, run_dir, steps):
                 "synthcity_train": 6, "synthcity_val": 4, "synthcity_negatives": 8, "synthcity_anomaly_test": 4,
                 "crop_size": 48, "negative_min_side": 8, "negative_max_side": 24, "batch_size": 2,
                 "flow_levels": 2, "flow_steps": 1, "flow_hidden": 8, "small_widths": "8,8,8,8,8",
-                "aspp_dim": 8, "fine_dim": 4, "train_steps": steps, "checkpoint_every": 5,
+                "aspp_dim": 8, "fine_dim": 4, "train_steps": steps, "checkpoint_every": 5, "init_checkpoint": "none",
                 "runs_dir": str(run_dir)}
     for key, value in settings.items():
         args += ["--set", f"{key}={value}"]
@@ -90,7 +90,7 @@ def test_ddp_with_gloo_keeps_ranks_identical(tiny_profile, tmp_path):
                 "synthcity_width": 128, "synthcity_train": 6, "synthcity_val": 4, "synthcity_negatives": 8,
                 "synthcity_anomaly_test": 4, "crop_size": 48, "negative_min_side": 8, "negative_max_side": 24,
                 "batch_size": 2, "flow_levels": 2, "flow_steps": 1, "flow_hidden": 8,
-                "small_widths": [8, 8, 8, 8, 8], "aspp_dim": 8, "fine_dim": 4, "train_steps": 4, "flow_every": 2,
+                "small_widths": [8, 8, 8, 8, 8], "aspp_dim": 8, "fine_dim": 4, "train_steps": 4, "flow_every": 2, "init_checkpoint": None,
                 "checkpoint_every": 2, "runs_dir": str(tmp_path / "ddp"), "device": "cpu"}
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     result = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", str(script), json.dumps(settings)],

@@ -876,6 +876,22 @@ def render_anomaly_scene(seed: int, index: int, height: int = 256, width: int = 
     return finish(cv, light), ood, label_ids
 
 
+def held_out_anomaly_scenes(profile, count: int):
+    """``count`` anomaly scenes that the exported test tree does not hold, for calibration.
+
+    The test tree holds scenes ``0 … synthcity_anomaly_test − 1`` of the anomaly stream; these
+    are the next ``count``. Returns ``(first index, [(image 3×H×W float, ood label H×W long)])``.
+    """
+    import torch
+    first = profile.synthcity_anomaly_test
+    scenes = []
+    for index in range(first, first + count):
+        image, ood, _ = render_anomaly_scene(profile.synthcity_seed, index, profile.synthcity_height,
+                                             profile.synthcity_width)
+        scenes.append((torch.from_numpy(image).permute(2, 0, 1).float() / 255, torch.from_numpy(ood).long()))
+    return first, scenes
+
+
 # ------------------------------------------------------------------------------------------
 # Export: the three trees in their real formats
 # ------------------------------------------------------------------------------------------

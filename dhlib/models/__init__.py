@@ -7,10 +7,11 @@ from .attention import ResidualCBAM
 from .checkpoints import CheckpointMismatchError, LoadReport, load_checkpoint, save_state_dict
 from .deeplabv3plus import ASPP, DeepWV3PlusTH, OODHead, TwoHeadDeepLab
 from .small import SmallDeepLabTH
+from . import weights
 
 __all__ = ["ASPP", "CheckpointMismatchError", "DeepWV3PlusTH", "LoadReport", "OODHead",
            "ResidualCBAM", "SmallDeepLabTH", "TwoHeadDeepLab", "build_model", "load_checkpoint",
-           "save_state_dict"]
+           "save_state_dict", "weights"]
 
 
 def build_model(profile) -> TwoHeadDeepLab:

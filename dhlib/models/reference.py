@@ -1,9 +1,10 @@
-"""The shared reference of the WideResNet38 DeepLabV3+ and its deterministic weight rule.
+"""The golden reference of the WideResNet38 DeepLabV3+ and its deterministic weight rule.
 
-``../shared/reference/wrn38_deeplabv3plus`` holds the checkpoint key manifests and golden
-input/output tensors computed by the original implementation with weights filled by a
-fixed rule. Filling ``DeepWV3PlusTH`` by the same rule and comparing outputs proves that it
-computes the same function, hence that the official checkpoints load into it faithfully.
+``dhlib/models/reference_data/wrn38_deeplabv3plus`` (package data, see :func:`reference_dir`)
+holds the checkpoint key manifests and golden input/output tensors computed by the original
+implementation with weights filled by a fixed rule. Filling ``DeepWV3PlusTH`` by the same rule
+and comparing outputs (relative error ≤ 1e-6 in float64) proves that it computes the same
+function, hence that the official checkpoints load into it faithfully.
 """
 from __future__ import annotations
 
@@ -12,15 +13,17 @@ from pathlib import Path
 
 import torch
 
-from ..config import project_root
-
 
 def reference_dir() -> Path:
-    """``shared/reference/wrn38_deeplabv3plus`` beside the project checkout."""
-    folder = project_root().parent / "shared" / "reference" / "wrn38_deeplabv3plus"
+    """``reference_data/wrn38_deeplabv3plus`` inside this package (shipped as package data).
+
+    It holds ``DeepWV3PlusTH.state_dict_shapes.json``, ``DeepWV3Plus.state_dict_shapes.json``
+    and ``golden_io_2x3x64x96.pt``; nothing outside the repository or the installed package is read.
+    """
+    folder = Path(__file__).resolve().parent / "reference_data" / "wrn38_deeplabv3plus"
     if not folder.is_dir():
-        raise FileNotFoundError(f"the shared reference folder {folder} is missing: it ships beside "
-                                "the project checkout as ../shared (set DHLIB_ROOT if the checkout moved)")
+        raise FileNotFoundError(f"the reference data folder {folder} is missing: it is package data "
+                                "of dhlib.models; reinstall the package (pip install -e .)")
     return folder
 
 

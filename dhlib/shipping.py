@@ -1,0 +1,101 @@
+"""Turning a finished run into a shipped file and its model card (``python -m dhlib ship-weights``).
+
+The card's metrics are measured on the file as stored (float16), so the test that
+re-evaluates the shipped weights can hold them to the card.
+
+* ``quick-closed-set`` comes from the pretraining run (``pretrain_dir``). A closed-set
+  segmenter has no OOD head, so the never-trained ``logits_ood`` tensors are left out of the
+  file: it loads as a one-head checkpoint, like NVIDIA's, and fine-tuning starts that head fresh.
+* ``quick-densehybrid`` comes from the fine-tuning run (``runs_dir``). Its card also holds the
+  threshold that ``python -m dhlib score`` flags pixels at: the hybrid score at 95 % TPR on
+  held-out anomaly scenes that the test tree does not contain.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .models import build_model, load_checkpoint, weights as shipped
+from .provenance import wall_time_from_log
+
+CALIBRATION_SCENES = 50  # held-out anomaly scenes for the score threshold
+
+
+def run_record(run_dir: Path) -> dict:
+    """Provenance and training length of a finished run folder."""
+    info_path, log_path = run_dir / "run_info.json", run_dir / "train_log.jsonl"
+    missing = [p for p in (run_dir / "model.pt", info_path, log_path) if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{run_dir} is not a finished training run (missing: "
+                                f"{', '.join(p.name for p in missing)}); train it first")
+    steps = max(json.loads(line)["step"] for line in log_path.read_text().splitlines())
+    return json.loads(info_path.read_text()) | {"steps": steps, "wall_time_s": wall_time_from_log(log_path)}
+
+
+def stored_model(profile, name: str):
+    """The profile's model holding the shipped file ``name`` exactly as stored."""
+    model = build_model(profile)
+    load_checkpoint(model, shipped.get(name).verify())
+    return model.eval()
+
+
+def val_metrics(model, profile) -> dict:
+    """Closed-set val mIoU and per-class IoU (classes that occur in SynthCity)."""
+    from .data.labels import CLASS_NAMES
+    from .metrics import iou_per_class
+    from .train import validation_confusion
+    iou = iou_per_class(validation_confusion(model, profile))
+    return {"val_mIoU": float(np.nanmean(iou)),
+            "val_IoU": {CLASS_NAMES[k]: round(float(v), 4) for k, v in enumerate(iou) if not np.isnan(v)}}
+
+
+def ship_closed_set(profile) -> dict:
+    """``weights/quick-closed-set.pt`` and its card from the pretraining run."""
+    run_dir = profile.path("pretrain_dir")
+    record = run_record(run_dir)
+    state = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)
+    state = {k: v for k, v in state.items() if not k.startswith("logits_ood.")}
+    weights = shipped.get("quick-closed-set")
+    card = {"produced_by": "make pretrain", "run": record}
+    shipped.write_file_and_card(weights, state, card)
+    metrics = val_metrics(stored_model(profile, weights.name), profile)
+    return shipped.write_file_and_card(weights, state, card | {"metrics": metrics})
+
+
+def ship_densehybrid(profile) -> dict:
+    """``weights/quick-densehybrid.pt`` and its card (metrics, score threshold) from the fine-tuning run."""
+    from .data import Fishyscapes
+    from .data.synthcity import held_out_anomaly_scenes
+    from .evaluation import THKLOODEvaluation
+    from .metrics import threshold_at_tpr
+    from .scores import SCORES
+    run_dir = profile.path("runs_dir")
+    record = run_record(run_dir)
+    state = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)
+    weights = shipped.get("quick-densehybrid")
+    card = {"produced_by": "make finetune", "run": record}
+    shipped.write_file_and_card(weights, state, card)
+    model = stored_model(profile, weights.name)
+    metrics = val_metrics(model, profile)
+    evaluation = THKLOODEvaluation(model, Fishyscapes(profile.path("fishyscapes_root"), profile.fishyscapes_split))
+    table = evaluation.run(progress=False)
+    metrics["test"] = {s: {k: round(table[k][i], 5) for k in ("AP", "AUROC", "FPR95")}
+                       for i, s in enumerate(table["score"])}
+    first, scenes = held_out_anomaly_scenes(profile, CALIBRATION_SCENES)
+    scores, labels = [], []
+    with torch.no_grad():
+        for image, label in scenes:
+            seg, ood = model(image[None])
+            scores.append(SCORES["hybrid"](seg, ood)[0].flatten())
+            labels.append(label.flatten())
+    threshold = {"score": "hybrid", "tpr": 0.95, "value": threshold_at_tpr(torch.cat(scores), torch.cat(labels)),
+                 "split": f"SynthCity anomaly scenes {first}-{first + CALIBRATION_SCENES - 1} "
+                          f"(synthcity_seed {profile.synthcity_seed}), held out of the test tree "
+                          f"(scenes 0-{first - 1})"}
+    return shipped.write_file_and_card(weights, state, card | {"metrics": metrics, "threshold": threshold})
+
+
+SHIP = {"quick-closed-set": ship_closed_set, "quick-densehybrid": ship_densehybrid}
