@@ -136,3 +136,15 @@ def write_file_and_card(weights: Weights, state_dict: dict, card: dict) -> dict:
             "sha256": sha256(weights.path)} | card
     atomic_write_text(json.dumps(card, indent=2) + "\n", weights.card_path)
     return card
+
+
+def load_model(name: str = "quick-densehybrid", path=None):
+    """The registered profile's model with the shipped weights ``name`` loaded (hash-checked), in
+    eval mode; ``path`` loads another file into the same architecture instead (e.g. your own
+    ``runs/quick/model.pt``)."""
+    from ..config import load_profile
+    from . import build_model, load_checkpoint
+    weights = get(name)
+    model = build_model(load_profile(weights.profile))
+    load_checkpoint(model, weights.verify() if path is None else path)
+    return model.eval()
