@@ -14,7 +14,9 @@ Commands available now:
 * ``demo``       the main job: ``make-data``, ``train-flow``, ``train``, evaluation of all six
                  scores, figures; writes ``runs/<profile>/model.pt`` and ``results.json``;
 * ``ablate``     train and evaluate the profile as it is, b = 0 / 0.5 / 1 and attention off (``--variant`` picks
-                 some); writes ``runs/<profile>/ablation/ablation.md`` (re-run to resume).
+                 some); writes ``runs/<profile>/ablation/ablation.md`` (re-run to resume);
+* ``score``      ``PATH... [--checkpoint FILE] [--threshold T] [--out DIR]``: the shipped DenseHybrid
+                 model on your own images (files or folders); a heatmap and a binary mask per image.
 
 
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shlex
 import sys
 import time
 
@@ -105,11 +108,11 @@ def train_flow(profile: Profile, resume: bool = False) -> dict:
     return summary
 
 
-def pretrain(profile: Profile, resume: bool = False) -> dict:
+def pretrain(profile: Profile, resume: bool = False, command: str | None = None) -> dict:
     """Stage 1: train the closed-set segmenter (L_d only); prints its val mIoU."""
     from .provenance import record_run_info
     from .train import pretrain as run_pretrain
-    record_run_info(profile.path("pretrain_dir"), profile)
+    record_run_info(profile.path("pretrain_dir"), profile, command)
     summary = run_pretrain(profile, resume=resume)
     if summary["rank"] == 0:
         print(f"pre-trained {summary['steps']} steps in {summary['train_time_s']:.0f} s; "
@@ -117,11 +120,11 @@ def pretrain(profile: Profile, resume: bool = False) -> dict:
     return summary
 
 
-def train_segmenter(profile: Profile, resume: bool = False) -> dict:
+def train_segmenter(profile: Profile, resume: bool = False, command: str | None = None) -> dict:
     """Train DenseHybrid (segmenter + flow fine-tuning); prints the summary and val mIoU."""
     from .provenance import record_run_info
     from .train import train
-    record_run_info(profile.path("runs_dir"), profile)
+    record_run_info(profile.path("runs_dir"), profile, command)
     summary = train(profile, resume=resume)
     if summary["rank"] == 0:
         print(f"trained {summary['steps']} steps in {summary['train_time_s']:.0f} s "
@@ -190,7 +193,7 @@ def peak_memory_mb() -> float:
     return max(own, children) / 1024
 
 
-def demo(profile: Profile) -> dict:
+def demo(profile: Profile, command: str | None = None) -> dict:
     """The main job: data, flow pre-training, DenseHybrid training, evaluation, figures.
 
     Leaves ``model.pt`` and ``results.json`` in the profile's run folder.
@@ -215,7 +218,7 @@ def demo(profile: Profile) -> dict:
         miou_init = validation_miou(initial, profile)
     if profile.synthetic_prob > 0:
         train_flow(profile)
-    record_run_info(run_dir, profile, "python -m dhlib demo " + " ".join(sys.argv[2:]))
+    record_run_info(run_dir, profile, command)
     summary = train(profile)
     model = build_model(profile)
     load_checkpoint(model, run_dir / "model.pt")
@@ -257,9 +260,26 @@ def ablate(profile: Profile, variants=None) -> list:
     return results
 
 
+# ---- score: the shipped model on the user's own images (logic in dhlib/scoring.py) ----------
+
+def score(paths, checkpoint=None, threshold=None, out=None) -> tuple[int, int]:
+    """Heatmap and mask per image in ``out``; exits with status 1 if any input failed."""
+    from .config import project_root
+    from .scoring import ScoringError, score_paths
+    try:
+        scored, failed = score_paths(paths, out or project_root() / "runs" / "score", checkpoint, threshold)
+    except ScoringError as err:  # the run cannot start: a message, not a traceback
+        raise SystemExit(f"error: {err}") from None
+    if failed:
+        raise SystemExit(1)
+    return scored, failed
+
+# ---- end of score -------------------------------------------------------------------------
+
+
 COMMANDS = {"make-data": make_data, "figures": figures, "train-flow": train_flow, "pretrain": pretrain,
             "train": train_segmenter, "ship-weights": ship_weights,
-            "evaluate": evaluate, "demo": demo, "ablate": ablate}
+            "evaluate": evaluate, "demo": demo, "ablate": ablate, "score": score}
 
 
 def main(argv=None) -> None:
@@ -267,14 +287,21 @@ def main(argv=None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=sorted(COMMANDS))
     parser.add_argument("names", nargs="*", metavar="NAME",
-                        help="ship-weights: the shipped name (quick-closed-set, quick-densehybrid)")
+                        help="ship-weights: the shipped name (quick-closed-set, quick-densehybrid); "
+                             "score: image files and/or folders of images (PATH...)")
     parser.add_argument("--profile", choices=PROFILES, default=os.environ.get("DHLIB_PROFILE", "quick"),
                         help="quick (CPU, SynthCity; default) or paper (GPU, real data)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a profile field, e.g. --set synthcity_train=200 (repeatable)")
     parser.add_argument("--resume", action="store_true",
                         help="pretrain, train, train-flow: continue from the last checkpoint in the run folder")
-    parser.add_argument("--checkpoint", help="evaluate: the model weights to load")
+    parser.add_argument("--checkpoint", help="evaluate: the model weights to load; score: your file, loaded into "
+                        "the shipped quick-densehybrid architecture instead of the shipped weights (the "
+                        "threshold still comes from the shipped model card unless --threshold is given)")
+    parser.add_argument("--threshold", type=float, metavar="T",
+                        help="score: flag pixels with hybrid score >= T instead of the model card's threshold")
+    parser.add_argument("--out", metavar="DIR",
+                        help="score: output folder (created if missing; default runs/score in the project root)")
     parser.add_argument("--dataset", help="evaluate: 'fishyscapes' (default) or a folder with images/ and labels/")
     parser.add_argument("--variant", action="append", metavar="NAME",
                         help="ablate: run only this variant ('default', 'b=0', 'b=0.5', 'b=1', 'no attention'; repeatable)")
@@ -283,10 +310,11 @@ def main(argv=None) -> None:
         profile = _profile_from_args(args)
     except ValueError as err:
         parser.error(str(err))
-    if args.names and args.command != "ship-weights":
+    if args.names and args.command not in ("ship-weights", "score"):
         parser.error(f"{args.command} takes no positional arguments (got {' '.join(args.names)})")
     from .models.weights import WeightsError
     from .train import InitCheckpointError
+    args.command_line = "python -m dhlib " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
         run_command(parser, args, profile)
     except (WeightsError, InitCheckpointError) as err:  # a file to fetch or fix: a message, not a traceback
@@ -301,11 +329,17 @@ def run_command(parser, args, profile) -> None:
     elif args.command == "train-flow":
         train_flow(profile, resume=args.resume)
     elif args.command == "pretrain":
-        pretrain(profile, resume=args.resume)
+        pretrain(profile, resume=args.resume, command=args.command_line)
     elif args.command == "train":
-        train_segmenter(profile, resume=args.resume)
+        train_segmenter(profile, resume=args.resume, command=args.command_line)
+    elif args.command == "demo":
+        demo(profile, command=args.command_line)
     elif args.command == "evaluate":
         evaluate(profile, args.checkpoint, args.dataset)
+    elif args.command == "score":
+        if not args.names:
+            parser.error("score needs at least one PATH: an image file or a folder of images")
+        score(args.names, args.checkpoint, args.threshold, args.out)
     elif args.command == "ablate":
         try:
             ablate(profile, args.variant)

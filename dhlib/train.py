@@ -195,17 +195,16 @@ def training_data(profile, closed_set: bool, device, rank: int, world: int, prog
     return crops, negatives, class_weights
 
 
-def initial_segmenter(profile, device, closed_set: bool) -> tuple[torch.nn.Module, dict]:
+def initial_segmenter(profile, device, init_path: Path | None, init_sha256: str | None = None):
     """The segmenter to train: random (stage 1, or ``init_checkpoint=none``) or loaded from
-    ``init_checkpoint`` (stage 2). Returns it with a record of what was loaded and left fresh."""
+    ``init_path`` (stage 2). Returns it with a record of what was loaded and left fresh."""
     from .models import load_checkpoint
     torch.manual_seed(profile.seed)
     model = build_model(profile)
     init = {"path": None, "sha256": None, "fresh": []}
-    path, digest = (None, None) if closed_set else resolve_init_checkpoint(profile)
-    if path is not None:
-        report = load_checkpoint(model, path)
-        init = {"path": str(path), "sha256": digest, "layout": report.layout, "fresh": report.fresh}
+    if init_path is not None:
+        report = load_checkpoint(model, init_path)
+        init = {"path": str(init_path), "sha256": init_sha256, "layout": report.layout, "fresh": report.fresh}
     return model.to(device), init
 
 
@@ -258,8 +257,9 @@ def setup_training(profile, resume: bool = False, steps: int | None = None, prog
     run_dir = Path(profile.path("runs_dir"))
     run_dir.mkdir(parents=True, exist_ok=True)
     total_steps = steps or profile.train_steps
+    init_path, init_sha256 = (None, None) if closed_set else resolve_init_checkpoint(profile)  # fail early
     crops, negatives, class_weights = training_data(profile, closed_set, device, rank, world, progress)
-    model, init = initial_segmenter(profile, device, closed_set)
+    model, init = initial_segmenter(profile, device, init_path, init_sha256)
     flow = initial_flow(profile, crops, run_dir, device, rank) if profile.synthetic_prob > 0 and not closed_set else None
     seg_opt = torch.optim.Adam(optimiser_groups(model, init["fresh"], profile.lr, profile.fresh_lr_mult),
                                lr=profile.lr, weight_decay=profile.weight_decay)

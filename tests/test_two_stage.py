@@ -1,0 +1,201 @@
+"""The two-stage recipe: closed-set pretraining, then fine-tuning from ``init_checkpoint``;
+the shipped-weights registry and its loader's errors."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dhlib.config import load_profile
+from dhlib.models import build_model, weights
+from dhlib.train import InitCheckpointError, initial_segmenter, optimiser_groups, resolve_init_checkpoint
+
+SMALL = dict(small_widths=(8, 8, 8, 8, 8), aspp_dim=8, fine_dim=4)
+
+
+def _small_state(seed=5):
+    torch.manual_seed(seed)
+    return build_model(load_profile("quick", **SMALL)).state_dict()
+
+
+@pytest.fixture
+def weights_dir(tmp_path, monkeypatch):
+    folder = tmp_path / "weights"
+    monkeypatch.setenv("DHLIB_WEIGHTS_DIR", str(folder))
+    return folder
+
+
+# --- the registry and its loader --------------------------------------------------------------
+
+def test_shipped_file_round_trips_in_float16_and_its_card_holds_the_hash(weights_dir):
+    state = _small_state()
+    w = weights.get("quick-closed-set")
+    card = weights.write_file_and_card(w, state, {"metrics": {"val_mIoU": 0.5}})
+    import hashlib
+    assert card["sha256"] == hashlib.sha256(w.path.read_bytes()).hexdigest()
+    assert card["size_bytes"] == w.path.stat().st_size and card["dtype"] == "float16"
+    loaded = w.state_dict()
+    for key, value in state.items():
+        if value.is_floating_point():
+            assert loaded[key].dtype == torch.float32
+            torch.testing.assert_close(loaded[key], value.half().float(), rtol=0, atol=0)
+        else:
+            assert torch.equal(loaded[key], value)
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("missing", "are missing"),
+    ("truncated", "truncated"),
+    ("lfs", "Git LFS pointer"),
+    ("altered", "sha256"),
+])
+def test_loader_names_what_is_wrong_with_the_file(weights_dir, damage, message):
+    w = weights.get("quick-closed-set")
+    weights.write_file_and_card(w, _small_state(), {})
+    data = w.path.read_bytes()
+    if damage == "missing":
+        w.path.unlink()
+    elif damage == "truncated":
+        w.path.write_bytes(data[: len(data) // 2])
+    elif damage == "lfs":
+        w.path.write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 123\n")
+    else:  # same size, one byte flipped
+        w.path.write_bytes(data[:100] + bytes([data[100] ^ 1]) + data[101:])
+    with pytest.raises(weights.WeightsError, match=message) as err:
+        w.verify()
+    assert str(w.path) in str(err.value) and "make pretrain" in str(err.value)
+
+
+def test_a_missing_card_says_how_to_rebuild(weights_dir):
+    with pytest.raises(weights.WeightsError, match="make finetune"):
+        weights.get("quick-densehybrid").verify()
+
+
+def test_unknown_weights_name_lists_the_registered_ones():
+    with pytest.raises(KeyError, match="quick-closed-set"):
+        weights.get("imagenet")
+
+
+# --- init_checkpoint layouts ---------------------------------------------------------------------
+
+def _profile(init, **extra):
+    return load_profile("quick", init_checkpoint=init, **SMALL, **extra)
+
+
+def _fresh_reference():
+    """The model ``initial_segmenter`` builds before loading: seeded with the profile's seed."""
+    torch.manual_seed(0)
+    return build_model(load_profile("quick", **SMALL)).state_dict()
+
+
+@pytest.mark.parametrize("layout", ["nvidia", "two-head", "ours-training-checkpoint"])
+def test_init_checkpoint_layouts_load_and_report_what_started_fresh(tmp_path, layout):
+    source = _small_state(seed=7)
+    if layout == "nvidia":  # one head, 'module.' prefix, nested under 'state_dict'
+        obj = {"state_dict": {"module." + k: v for k, v in source.items() if not k.startswith("logits_ood.")}}
+    elif layout == "two-head":
+        obj = source
+    else:
+        obj = {"model": source, "step": 3}
+    path = tmp_path / "init.pth"
+    torch.save(obj, path)
+    profile = _profile(str(path))
+    model, init = initial_segmenter(profile, torch.device("cpu"), *resolve_init_checkpoint(profile))
+    state, fresh_ref = model.state_dict(), _fresh_reference()
+    ood_keys = [k for k in source if k.startswith("logits_ood.")]
+    for key in source:
+        expected = fresh_ref[key] if (layout == "nvidia" and key in ood_keys) else source[key]
+        assert torch.equal(state[key], expected), key
+    if layout == "nvidia":
+        assert init["layout"] == "nvidia one-head (module. prefix)" and set(init["fresh"]) == set(ood_keys)
+    else:
+        assert init["fresh"] == []
+    assert init["path"] == str(path) and len(init["sha256"]) == 64
+
+
+def test_fresh_parameters_get_their_own_learning_rate():
+    model = build_model(_profile(None))
+    fresh = [k for k, _ in model.named_parameters() if k.startswith("logits_ood.")]
+    groups = optimiser_groups(model, fresh, lr=1e-3, fresh_lr_mult=10.0)
+    assert [g["lr"] for g in groups] == [1e-3, 1e-2]
+    ids = {id(p) for p in groups[1]["params"]}
+    assert ids == {id(p) for n, p in model.named_parameters() if n in fresh}
+    assert len(optimiser_groups(model, [], 1e-3, 10.0)) == 1
+
+
+def test_registered_name_resolves_to_the_hash_checked_file(weights_dir):
+    w = weights.get("quick-closed-set")
+    card = weights.write_file_and_card(w, _small_state(), {})
+    path, digest = resolve_init_checkpoint(_profile("quick-closed-set"))
+    assert path == w.path and digest == card["sha256"]
+    w.path.write_bytes(w.path.read_bytes()[:-10])
+    with pytest.raises(weights.WeightsError, match="truncated"):
+        resolve_init_checkpoint(_profile("quick-closed-set"))
+
+
+def test_none_means_random_weights():
+    assert resolve_init_checkpoint(_profile(None)) == (None, None)
+    assert resolve_init_checkpoint(_profile("none")) == (None, None)
+
+
+def test_missing_init_checkpoint_says_where_to_get_it(tmp_path):
+    with pytest.raises(InitCheckpointError, match="init_checkpoint=none"):
+        resolve_init_checkpoint(_profile(str(tmp_path / "nope.pth")))
+    paper = load_profile("paper", init_checkpoint=str(tmp_path / "cityscapes_cv0_wideresnet38_nosdcaug.pth"))
+    with pytest.raises(InitCheckpointError, match="NVIDIA") as err:
+        resolve_init_checkpoint(paper)
+    assert "data/weights" in str(err.value)
+
+
+def test_cli_reports_a_missing_init_checkpoint_without_a_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "dhlib", "train", "--set", f"init_checkpoint={tmp_path / 'x.pt'}",
+                             "--set", f"runs_dir={tmp_path / 'run'}", "--set", "use_synthcity=false",
+                             "--set", f"cityscapes_root={tmp_path / 'missing'}"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "x.pt does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+# --- stage 1 and stage 2 end to end on a tiny world ------------------------------------------------
+
+TINY = ["--set", "synthcity_height=64", "--set", "synthcity_width=128", "--set", "synthcity_train=6",
+        "--set", "synthcity_val=4", "--set", "synthcity_negatives=8", "--set", "synthcity_anomaly_test=4",
+        "--set", "crop_size=48", "--set", "negative_min_side=8", "--set", "negative_max_side=24",
+        "--set", "batch_size=2", "--set", "small_widths=8,8,8,8,8", "--set", "aspp_dim=8",
+        "--set", "fine_dim=4", "--set", "synthetic_prob=0", "--set", "checkpoint_every=5"]
+
+
+def _tiny_args(profile, tmp_path):
+    args = list(TINY)
+    for field in ("cityscapes_root", "ade20k_root", "fishyscapes_root"):
+        args += ["--set", f"{field}={getattr(profile, field)}"]
+    return args + ["--set", f"pretrain_dir={tmp_path / 'pre'}", "--set", f"runs_dir={tmp_path / 'run'}"]
+
+
+def test_pretrain_lowers_L_d_then_fine_tuning_starts_from_its_shipped_file(tiny_profile, tmp_path, weights_dir):
+    from dhlib.__main__ import main
+    args = _tiny_args(tiny_profile, tmp_path)
+    main(["pretrain", *args, "--set", "pretrain_steps=30", "--set", "pretrain_lr=1e-2", "--set", "val_every=15"])
+    log = [json.loads(line) for line in (tmp_path / "pre" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, 31))
+    assert set(log[0]) == {"step", "L_d", "loss", "time_s"}             # L_d only: no L_x, no L_cla
+    first, last = [sum(r["L_d"] for r in part) / 5 for part in (log[:5], log[-5:])]
+    assert last < 0.9 * first
+    assert [r["step"] for r in log if "val_mIoU" in r] == [15, 30]
+    assert json.loads((tmp_path / "pre" / "run_info.json").read_text())["command"].startswith("python -m dhlib pretrain")
+
+    main(["ship-weights", "quick-closed-set", *args])
+    card = weights.get("quick-closed-set").card
+    assert card["run"]["steps"] == 30 and card["run"]["seed"] == 0 and card["run"]["threads"] >= 1
+    assert 0 < card["metrics"]["val_mIoU"] <= 1 and card["metrics"]["val_IoU"]
+    stored = torch.load(weights.get("quick-closed-set").path, weights_only=True)
+    assert not any(k.startswith("logits_ood.") for k in stored)      # a closed-set file has no OOD head
+
+    main(["train", *args, "--set", "train_steps=4", "--set", "init_checkpoint=quick-closed-set"])
+    fine = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    pre = weights.get("quick-closed-set").state_dict()
+    moved = [k for k in pre if pre[k].is_floating_point() and not torch.allclose(pre[k], fine[k].float(), atol=1e-3)]
+    assert moved, "fine-tuning changed nothing"
+    # four steps at a small lr stay close to the start: the run began from the shipped file
+    assert torch.allclose(pre["final.6.weight"], fine["final.6.weight"].float(), atol=0.05)
