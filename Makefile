@@ -15,7 +15,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PROFILE ?= quick
 
-.PHONY: demo test install bench notebooks ablate clean-data
+.PHONY: demo test install bench notebooks ablate clean-data pretrain finetune
 
 # The stamp is rebuilt whenever pyproject.toml changes, so a new dependency is installed.
 $(VENV)/.installed: pyproject.toml
@@ -37,6 +37,19 @@ demo: install
 
 test: install
 	$(PY) -m pytest tests notebooks --nbval-lax --nbval-cell-timeout=900 -p no:cacheprovider
+
+# Stage 1, the shipped closed-set segmenter weights/quick-closed-set.pt and its card: pretraining
+# from scratch (about 1.5 h on 2 cores; re-run to resume), then the file and its measured card.
+# To start over, remove runs/quick-pretrain first.
+pretrain: install
+	$(PY) -m dhlib pretrain --profile quick --resume
+	$(PY) -m dhlib ship-weights quick-closed-set --profile quick
+
+# Stage 2, the shipped two-head model weights/quick-densehybrid.pt: the demo's fine-tuning from
+# the shipped closed-set weights, then the file and its card (metrics, score threshold).
+finetune: install
+	$(PY) -m dhlib demo --profile quick
+	$(PY) -m dhlib ship-weights quick-densehybrid --profile quick
 
 # The ablation over b in {0, 0.5, 1} and the attention block off (re-run to resume).
 ablate: install
