@@ -112,7 +112,7 @@ def pretrain(profile: Profile, resume: bool = False, command: str | None = None)
     """Stage 1: train the closed-set segmenter (L_d only); prints its val mIoU."""
     from .provenance import record_run_info
     from .train import pretrain as run_pretrain
-    record_run_info(profile.path("pretrain_dir"), profile, command)
+    record_run_info(profile.path("pretrain_dir"), profile, command, resume)
     summary = run_pretrain(profile, resume=resume)
     if summary["rank"] == 0:
         print(f"pre-trained {summary['steps']} steps in {summary['train_time_s']:.0f} s; "
@@ -124,7 +124,7 @@ def train_segmenter(profile: Profile, resume: bool = False, command: str | None 
     """Train DenseHybrid (segmenter + flow fine-tuning); prints the summary and val mIoU."""
     from .provenance import record_run_info
     from .train import train
-    record_run_info(profile.path("runs_dir"), profile, command)
+    record_run_info(profile.path("runs_dir"), profile, command, resume)
     summary = train(profile, resume=resume)
     if summary["rank"] == 0:
         print(f"trained {summary['steps']} steps in {summary['train_time_s']:.0f} s "

@@ -269,6 +269,11 @@ def validate(profile: Profile) -> Profile:
         problems.append(f"class_uniform={profile.class_uniform}: a probability in [0, 1]")
     if not 0 <= profile.synthetic_prob <= 1:
         problems.append(f"synthetic_prob={profile.synthetic_prob}: a probability in [0, 1]")
+    if not profile.fresh_lr_mult > 0:
+        problems.append(f"fresh_lr_mult={profile.fresh_lr_mult}: a positive factor (1 = one lr for all)")
+    if profile.pretrain_steps < 1 or profile.val_every < 0:
+        problems.append(f"pretrain_steps={profile.pretrain_steps}, val_every={profile.val_every}: "
+                        "need pretrain_steps >= 1 and val_every >= 0 (0 = only at the end)")
     if profile.negative_max_classes < 1:
         problems.append("negative_max_classes must be at least 1")
     for name in ("synthcity_height", "synthcity_width"):

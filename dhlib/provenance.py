@@ -46,10 +46,11 @@ def run_info(profile, command: str) -> dict:
             "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine()}
 
 
-def record_run_info(run_dir, profile, command: str | None = None) -> dict:
-    """Write ``run_dir/run_info.json`` unless it exists (a resumed run keeps its origin)."""
+def record_run_info(run_dir, profile, command: str | None = None, resume: bool = False) -> dict:
+    """Write ``run_dir/run_info.json``; a resumed run (``resume`` and a checkpoint to resume
+    from) keeps the one written when it started, since that is the command to reproduce it."""
     path = Path(run_dir) / "run_info.json"
-    if path.exists():
+    if resume and path.exists() and (Path(run_dir) / "checkpoint.pt").exists():
         return json.loads(path.read_text())
     info = run_info(profile, command or "python -m dhlib " + " ".join(sys.argv[1:]))
     atomic_write_text(json.dumps(info, indent=2, default=list) + "\n", path)
