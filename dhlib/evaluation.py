@@ -186,20 +186,20 @@ class THKLOODEvaluation:
         return fig
 
     def heatmap_figure(self, score: str = "hybrid"):
+        """Each kept image beside its ``score`` map (over the image, ground-truth anomaly in cyan),
+        all rows on one colour scale, shown by each row's colorbar."""
         import matplotlib.pyplot as plt
 
         from . import viz
         kept = self.results["kept"]
-        fig, axes = plt.subplots(len(kept), 2, figsize=(10, 2.4 * len(kept)), dpi=90, squeeze=False)
+        vmin, vmax = viz.shared_range([item["maps"][score] for item in kept])
+        fig, axes = plt.subplots(len(kept), 2, figsize=(11, 2.4 * len(kept)), dpi=90, squeeze=False)
         for row, item in enumerate(kept):
             axes[row, 0].imshow(viz.to_numpy_image(item["image"]))
-            axes[row, 1].imshow(viz.to_numpy_image(item["image"]))
-            heat = item["maps"][score].numpy()
-            axes[row, 1].imshow(heat, cmap="inferno", alpha=0.6)
-            axes[row, 1].contour((item["label"] == 1).numpy(), levels=[0.5], colors="cyan", linewidths=0.8)
-            axes[row, 1].set_title(f"{score} score, ground-truth anomaly in cyan", fontsize=8)
-        for ax in axes.flat:
-            ax.axis("off")
+            axes[row, 0].axis("off")
+            viz.show_heatmap(axes[row, 1], item["maps"][score], image=item["image"], outline=item["label"] == 1,
+                             vmin=vmin, vmax=vmax, label=f"{score} score",
+                             title=f"{score} score (shared colour scale), ground-truth anomaly in cyan")
         fig.tight_layout()
         return fig
 

@@ -34,6 +34,48 @@ def ood_overlay(ood_label) -> np.ndarray:
     return out
 
 
+def _array(values) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        return values.detach().cpu().float().numpy()
+    return np.asarray(values)
+
+
+def show_heatmap(ax, values, *, image=None, outline=None, cmap: str = "inferno", title: str | None = None,
+                 vmin=None, vmax=None, alpha: float = 0.6, label: str | None = None,
+                 outline_color: str = "cyan"):
+    """A score map on ``ax`` **with its colorbar**: alone, or over ``image`` at ``alpha``.
+
+    ``outline`` (a boolean ``H×W`` mask, e.g. the labelled anomaly) is drawn as a contour;
+    ``vmin``/``vmax`` fix the colour range (values outside it are clipped, and the colorbar
+    says so with arrows). Returns the colorbar.
+    """
+    values = _array(values)
+    if image is not None:
+        ax.imshow(to_numpy_image(image))
+    im = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, alpha=alpha if image is not None else None)
+    if outline is not None and _array(outline).any():
+        ax.contour(_array(outline).astype(np.float32), levels=[0.5], colors=outline_color, linewidths=0.8)
+    low, high = np.nanmin(values), np.nanmax(values)
+    extend = {(False, False): "neither", (True, False): "min", (False, True): "max", (True, True): "both"}[
+        (vmin is not None and low < vmin, vmax is not None and high > vmax)]
+    bar = ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.02, extend=extend)
+    bar.solids.set_alpha(1.0)  # the bar shows the colours themselves, not the blended overlay
+    bar.ax.tick_params(labelsize=7)
+    if label:
+        bar.set_label(label, fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.axis("off")
+    return bar
+
+
+def shared_range(maps, low: float = 0.5, high: float = 99.5) -> tuple[float, float]:
+    """One colour range for several maps of the same score: the ``low``-th and ``high``-th
+    percentiles of all their values (a few extreme pixels would otherwise wash out the rest)."""
+    values = np.concatenate([_array(m).ravel() for m in maps])
+    return float(np.nanpercentile(values, low)), float(np.nanpercentile(values, high))
+
+
 def save(fig, path) -> Path:
     """Write ``fig`` as PNG via a temporary file and a rename (no half-written figures)."""
     path = Path(path)
