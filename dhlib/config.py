@@ -96,19 +96,18 @@ class Profile:
     fresh_lr_mult: float = 10.0
 
     # --- segmenter training ------------------------------------------------------------
-    # quick: sized so that `make demo` stays under 10 min on 2 cores on a slow day (measured
-    # 0.46 s per segmenter step, +0.8 s per flow step; the machine's speed varies by ~25 %).
+    # quick: sized so that `make demo` stays under 10 min on 2 cores on a slow day.
     train_steps: int = 720
     lr: float = 5e-4              # Adam with polynomial decay, fine-tuning the closed-set segmenter
     weight_decay: float = 1e-4
     # L_d weights classes by (median frequency / frequency)^class_balance: 0 = plain
-    # cross-entropy as in the papers; the quick tier's short run needs the rare classes pushed.
+    # cross-entropy as in the papers; the quick tier's CPU budget needs the rare classes pushed.
     class_balance: float = 0.5
     beta: float = 0.03            # L = L_d + β·L_x + 10β·L_cla; β = 0.03 with ADE20K negatives (DenseHybrid ECCV'22)
     # L_x = mean ln p̂(x) on negatives is unbounded below. The papers fine-tune at lr 1e-6 and
-    # never get far; quick trains from scratch at lr 1.5e-3, where it runs away (measured,
-    # 2400 steps: L_x −426 and L_d rising). A float m floors it with the smooth hinge
-    # softplus(ln p̂ − m) (losses.likelihood_loss, our addition); None = the papers' plain term.
+    # never get far; the quick tier's learning rates are orders of magnitude larger, where the
+    # plain term runs away and drags L_d up (README, "Training"). A float m floors it with the
+    # smooth hinge softplus(ln p̂ − m) (losses.likelihood_loss, our addition); None = the papers' plain term.
     likelihood_floor: float | None = -5.0
     flow_jsd_weight: float = 0.03 # flow loss L_mle + 0.03·L_jsd (TPAMI'24)
     flow_every: int = 12          # a flow step after every k segmenter steps (0: never); paper: 1

@@ -72,7 +72,7 @@ def test_nvidia_one_head_checkpoint_loads_with_a_fresh_ood_head(reference_model,
     model = DeepWV3PlusTH(19)
     head_before = model.logits_ood.conv.weight.clone()
     report = load_checkpoint(model, path)
-    assert report.layout == "nvidia one-head (module. prefix)"
+    assert report.layout == "one-head (module. prefix)"
     assert sorted(report.fresh) == sorted(k for k in model.state_dict() if k.startswith("logits_ood."))
     assert torch.equal(model.logits_ood.conv.weight, head_before)
     assert torch.equal(model.final[6].weight, reference_model.final[6].weight.float())

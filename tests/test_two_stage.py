@@ -108,7 +108,7 @@ def test_init_checkpoint_layouts_load_and_report_what_started_fresh(tmp_path, la
         expected = fresh_ref[key] if (layout == "nvidia" and key in ood_keys) else source[key]
         assert torch.equal(state[key], expected), key
     if layout == "nvidia":
-        assert init["layout"] == "nvidia one-head (module. prefix)" and set(init["fresh"]) == set(ood_keys)
+        assert init["layout"] == "one-head (module. prefix)" and set(init["fresh"]) == set(ood_keys)
     else:
         assert init["fresh"] == []
     assert init["path"] == str(path) and len(init["sha256"]) == 64

@@ -9,7 +9,7 @@ Accepted layouts (all read with ``torch.load(..., weights_only=True)``, never un
 * keys with the ``module.`` prefix of ``nn.DataParallel`` (NVIDIA) -- it is stripped.
 
 Some parameters may legitimately be absent from a checkpoint and keep their fresh values:
-the OOD head when the checkpoint is NVIDIA's one-head model, the attention block (it starts
+the OOD head when the checkpoint is a one-head model (NVIDIA's, or a closed-set one), the attention block (it starts
 as the identity), and BatchNorm's ``num_batches_tracked`` counters. Anything else missing,
 any unexpected key and any wrongly shaped tensor is an error that lists them all.
 """
@@ -62,7 +62,8 @@ def load_checkpoint(model: torch.nn.Module, path, *, strict: bool = True) -> Loa
         state = {k[len("module."):]: v for k, v in state.items()}
     expected = model.state_dict()
     one_head = not any(k.startswith("logits_ood.") for k in state)
-    layout = ("nvidia one-head" if one_head else "two-head") + (" (module. prefix)" if prefixed else "")
+    # one-head: no OOD head, as NVIDIA's Cityscapes file or a closed-set segmenter of ours
+    layout = ("one-head" if one_head else "two-head") + (" (module. prefix)" if prefixed else "")
 
     allowed_fresh = FRESH_PREFIXES + (ONE_HEAD_FRESH_PREFIXES if one_head else ())
     missing = [k for k in expected if k not in state]
