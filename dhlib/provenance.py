@@ -47,12 +47,21 @@ def run_info(profile, command: str) -> dict:
 
 
 def record_run_info(run_dir, profile, command: str | None = None, resume: bool = False) -> dict:
-    """Write ``run_dir/run_info.json``; a resumed run (``resume`` and a checkpoint to resume
-    from) keeps the one written when it started, since that is the command to reproduce it."""
+    """Write ``run_dir/run_info.json``. A resumed run (``resume`` and a checkpoint to resume from)
+    keeps the one written when it started, since that is the command to reproduce it, and adds
+    where it was resumed and with which commit."""
     path = Path(run_dir) / "run_info.json"
-    if resume and path.exists() and (Path(run_dir) / "checkpoint.pt").exists():
-        return json.loads(path.read_text())
-    info = run_info(profile, command or "python -m dhlib " + " ".join(sys.argv[1:]))
+    command = command or "python -m dhlib " + " ".join(sys.argv[1:])
+    checkpoint = Path(run_dir) / "checkpoint.pt"
+    if resume and path.exists() and checkpoint.exists():  # the origin stays; each resume is listed
+        info = json.loads(path.read_text())
+        step = torch.load(checkpoint, map_location="cpu", weights_only=True)["step"]
+        resumed = run_info(profile, command)
+        info.setdefault("resumes", []).append({"at_step": step, "command": command, "commit": resumed["commit"],
+                                               "threads": resumed["threads"]})
+        atomic_write_text(json.dumps(info, indent=2, default=list) + "\n", path)
+        return info
+    info = run_info(profile, command)
     atomic_write_text(json.dumps(info, indent=2, default=list) + "\n", path)
     return info
 
