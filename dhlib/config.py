@@ -97,7 +97,7 @@ class Profile:
 
     # --- segmenter training ------------------------------------------------------------
     # quick: sized so that `make demo` stays under 10 min on 2 cores on a slow day.
-    train_steps: int = 720
+    train_steps: int = 900
     lr: float = 5e-4              # Adam with polynomial decay, fine-tuning the closed-set segmenter
     weight_decay: float = 1e-4
     # L_d weights classes by (median frequency / frequency)^class_balance: 0 = plain
