@@ -7,12 +7,14 @@ Commands available now:
                  when the run folder has logs, the training curves;
 * ``pretrain``   stage 1: the closed-set segmenter, L_d only (``--resume`` continues);
 * ``train-flow`` pre-train the normalizing flow on inlier crops (``--resume`` continues);
-* ``train``      train DenseHybrid with mixed negatives, fine-tuning the flow (``--resume``;
-                 multi-GPU: ``torchrun --nproc_per_node=G -m dhlib train --profile paper``);
+* ``train``      stage 2: fine-tune DenseHybrid from ``init_checkpoint`` with mixed negatives and
+                 the flow (``--resume``; multi-GPU: ``torchrun --nproc_per_node=G -m dhlib train``);
+* ``ship-weights`` ``NAME``: store a finished run as ``weights/NAME.pt`` with its model card;
 * ``evaluate``   ``--checkpoint PATH [--dataset DIR]``: all six anomaly scores, metrics table,
                  figures;
-* ``demo``       the main job: ``make-data``, ``train-flow``, ``train``, evaluation of all six
-                 scores, figures; writes ``runs/<profile>/model.pt`` and ``results.json``;
+* ``demo``       the main job: ``make-data``, ``train-flow``, ``train`` from the shipped closed-set
+                 weights, evaluation of all six scores, figures; writes ``runs/<profile>/model.pt``
+                 and ``results.json``;
 * ``ablate``     train and evaluate the profile as it is, b = 0 / 0.5 / 1 and attention off (``--variant`` picks
                  some); writes ``runs/<profile>/ablation/ablation.md`` (re-run to resume);
 * ``score``      ``PATH... [--checkpoint FILE] [--threshold T] [--out DIR]``: the shipped DenseHybrid
