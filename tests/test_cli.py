@@ -102,6 +102,8 @@ def test_demo_leaves_model_and_results_json_as_the_design_specifies(tiny_profile
     assert all(set(v) == {"AP", "AUROC", "FPR95"} for v in results["scores"].values())
     assert 0 <= results["mIoU"] <= 1 and 0 <= results["open_mIoU"] <= 1
     assert results["train_steps"] == 3 and 0 <= results["flow_steps_skipped"] <= 3
+    # explicitly from random weights: nothing to measure before fine-tuning
+    assert results["init_checkpoint"] == {"path": None, "sha256": None} and results["mIoU_init"] is None
     from dhlib.config import load_profile
     from dhlib.models import build_model, load_checkpoint
     settings = dict(TINY_TRAINING, small_widths=(8, 8, 8, 8, 8))
