@@ -192,7 +192,11 @@ def test_pretrain_lowers_L_d_then_fine_tuning_starts_from_its_shipped_file(tiny_
     stored = torch.load(weights.get("quick-closed-set").path, weights_only=True)
     assert not any(k.startswith("logits_ood.") for k in stored)      # a closed-set file has no OOD head
 
-    main(["train", *args, "--set", "train_steps=4", "--set", "init_checkpoint=quick-closed-set"])
+    main(["demo", *args, "--set", "train_steps=4", "--set", "init_checkpoint=quick-closed-set",
+          "--set", f"figures_dir={tmp_path / 'figures'}"])
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["init_checkpoint"] == {"path": str(weights.get("quick-closed-set").path), "sha256": card["sha256"]}
+    assert results["mIoU_init"] == pytest.approx(card["metrics"]["val_mIoU"], abs=1e-6)  # the same file, measured again
     fine = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
     pre = weights.get("quick-closed-set").state_dict()
     moved = [k for k in pre if pre[k].is_floating_point() and not torch.allclose(pre[k], fine[k].float(), atol=1e-3)]
