@@ -176,7 +176,10 @@ def ship_weights(profile: Profile, name: str) -> dict:
     from .shipping import SHIP
     if name not in SHIP:
         raise SystemExit(f"ship-weights: unknown name {name!r}; choose one of {', '.join(SHIP)}")
-    card = SHIP[name](profile)
+    try:
+        card = SHIP[name](profile)
+    except FileNotFoundError as err:  # no finished run to ship: say which, without a traceback
+        raise SystemExit(f"ship-weights: {err}") from None
     m = card["metrics"]
     print(f"wrote {weights.get(name).path} ({card['size_bytes'] / 1e6:.1f} MB, sha256 {card['sha256'][:12]}…) and "
           f"its card; val mIoU {100 * m['val_mIoU']:.2f}")

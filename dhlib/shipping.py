@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .models import build_model, load_checkpoint, weights as shipped
+from .models import weights as shipped
 from .provenance import wall_time_from_log
 
 CALIBRATION_SCENES = 50  # held-out anomaly scenes for the score threshold
@@ -33,13 +33,6 @@ def run_record(run_dir: Path) -> dict:
                                 f"{', '.join(p.name for p in missing)}); train it first")
     steps = max(json.loads(line)["step"] for line in log_path.read_text().splitlines())
     return json.loads(info_path.read_text()) | {"steps": steps, "wall_time_s": wall_time_from_log(log_path)}
-
-
-def stored_model(profile, name: str):
-    """The profile's model holding the shipped file ``name`` exactly as stored."""
-    model = build_model(profile)
-    load_checkpoint(model, shipped.get(name).verify())
-    return model.eval()
 
 
 def val_metrics(model, profile) -> dict:
@@ -61,7 +54,7 @@ def ship_closed_set(profile) -> dict:
     weights = shipped.get("quick-closed-set")
     card = {"produced_by": "make pretrain", "run": record}
     shipped.write_file_and_card(weights, state, card)
-    metrics = val_metrics(stored_model(profile, weights.name), profile)
+    metrics = val_metrics(shipped.load_model(weights.name, profile=profile), profile)
     return shipped.write_file_and_card(weights, state, card | {"metrics": metrics})
 
 
@@ -78,7 +71,7 @@ def ship_densehybrid(profile) -> dict:
     weights = shipped.get("quick-densehybrid")
     card = {"produced_by": "make finetune", "run": record}
     shipped.write_file_and_card(weights, state, card)
-    model = stored_model(profile, weights.name)
+    model = shipped.load_model(weights.name, profile=profile)
     metrics = val_metrics(model, profile)
     evaluation = THKLOODEvaluation(model, Fishyscapes(profile.path("fishyscapes_root"), profile.fishyscapes_split))
     table = evaluation.run(progress=False)

@@ -138,13 +138,16 @@ def write_file_and_card(weights: Weights, state_dict: dict, card: dict) -> dict:
     return card
 
 
-def load_model(name: str = "quick-densehybrid", path=None):
-    """The registered profile's model with the shipped weights ``name`` loaded (hash-checked), in
-    eval mode; ``path`` loads another file into the same architecture instead (e.g. your own
-    ``runs/quick/model.pt``)."""
+def load_model(name: str = "quick-densehybrid", path=None, profile=None):
+    """The model with the shipped weights ``name`` loaded (hash-checked), in eval mode.
+
+    ``path`` loads another file into the same architecture instead (e.g. your own
+    ``runs/quick/model.pt``); ``profile`` builds the architecture of a profile with overrides
+    instead of the registered one.
+    """
     from ..config import load_profile
     from . import build_model, load_checkpoint
     weights = get(name)
-    model = build_model(load_profile(weights.profile))
+    model = build_model(profile or load_profile(weights.profile))
     load_checkpoint(model, weights.verify() if path is None else path)
     return model.eval()
