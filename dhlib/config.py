@@ -1,15 +1,16 @@
 """Profiles: the two tiers of DenseHybrid Lab as plain dataclasses.
 
 A *profile* holds every knob of a run: where the data lives, how big the scenes and crops
-are, how negatives are pasted. There are two:
+are, how negatives are pasted. There are three, in two tiers:
 
 * ``quick`` (default): a laptop CPU, the procedural SynthCity world written to disk in the
   real dataset formats, small sizes, minutes of run time.
-* ``paper``: CUDA GPUs, the real Cityscapes / ADE20K / Fishyscapes trees and the
-  hyper-parameters of the papers.
+* ``paper`` (TPAMI 2024: real and flow negatives) and ``paper-eccv`` (ECCV 2022: ADE20K
+  negatives only): CUDA GPUs, the real Cityscapes / ADE20K / Fishyscapes trees and the
+  hyper-parameters of the authors' released code, each with its source beside it.
 
 Both tiers run the *same* code; only these numbers differ. Pick one with
-``DHLIB_PROFILE=quick|paper`` or ``--profile``, and change single fields with
+``DHLIB_PROFILE=quick|paper|paper-eccv`` or ``--profile``, and change single fields with
 ``load_profile('quick', batch_size=4)`` or ``--set batch_size=4`` on the command line.
 Relative paths are resolved against the project root (``DHLIB_ROOT`` overrides it).
 """
@@ -20,7 +21,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PROFILES = ("quick", "paper")
+PROFILES = ("quick", "paper", "paper-eccv")
 
 
 def project_root() -> Path:
@@ -98,7 +99,11 @@ class Profile:
     # --- segmenter training ------------------------------------------------------------
     # quick: sized so that `make demo` stays under 10 min on 2 cores on a slow day.
     train_steps: int = 900
-    lr: float = 5e-4              # Adam with polynomial decay, fine-tuning the closed-set segmenter
+    lr: float = 5e-4              # Adam, fine-tuning the closed-set segmenter
+    # 'poly': lr·(1 − step/steps)^0.9, as DeepLab; 'constant': the released DenseHybrid
+    # script, whose lr_min equals its lr so that its cosine schedule never moves.
+    lr_schedule: str = "poly"
+    optimizer_eps: float = 1e-7   # Adam (segmenter) and Adamax (flow): the released scripts' eps
     weight_decay: float = 1e-4
     # L_d weights classes by (median frequency / frequency)^class_balance: 0 = plain
     # cross-entropy as in the papers; the quick tier's CPU budget needs the rare classes pushed.
@@ -110,20 +115,35 @@ class Profile:
     # smooth hinge softplus(ln p̂ − m) (losses.likelihood_loss, our addition); None = the papers' plain term.
     likelihood_floor: float | None = -5.0
     flow_jsd_weight: float = 0.03 # flow loss L_mle + 0.03·L_jsd (TPAMI'24)
-    flow_every: int = 12          # a flow step after every k segmenter steps (0: never); paper: 1
+    # How the flow learns during fine-tuning. 'alternate': a flow step (L_mle + λ·L_jsd through
+    # the frozen segmenter) after every flow_every segmenter steps. 'joint': the released
+    # joint-flow code (Open-set-M2F joint_trainer.py): the samples are pasted with gradient,
+    # the segmenter loss plus λ·L_jsd and L_mle back-propagate in one pass, and both step.
+    flow_update: str = "alternate"
+    flow_every: int = 12          # 'alternate' only: a flow step after every k segmenter steps (0: never)
+    # L_cla on void pixels (ego vehicle, out of ROI): the released code trains the OOD head to
+    # call them inliers (no ignore index); False leaves them out of L_cla, as L_d does.
+    ood_void_as_inlier: bool = False
     checkpoint_every: int = 250
     amp: bool = True              # mixed precision on CUDA (bf16 where supported, else fp16 + GradScaler)
     compile: bool = False         # torch.compile the segmenter
 
-    # --- negative pasting --------------------------------------------------------------
-    # Side of a pasted negative patch, drawn uniformly per side. The papers paste patches
-    # of 16-216 px into 768/512 px crops; quick scales that to the 256 px crops.
-    negative_min_side: int = 16
-    negative_max_side: int = 96
-    # How the patch outline is cut from an ADE20K image: 'class_union' (the union of 1-2
-    # class masks, TPAMI sec. 4) or 'rectangle' (the whole box, DenseHybrid ECCV code).
-    negative_mask_kind: str = "class_union"
-    negative_max_classes: int = 2
+    # --- negative pasting (negatives.py follows the released code's cut) -----------------
+    # A real negative is a negative_crop² window of an ADE20K image whose shorter side was
+    # resized to negative_resize, then rescaled by s ~ U(negative_scale_range); it is pasted
+    # as it is, under a rectangle (probability negative_rect_prob) or the union of
+    # negative_class_draws labels drawn with replacement. Paper: 384 px, 0.5-2, 192 px, ½, 2
+    # (DenseHybrid dlv3_cityscapes.py neg_transforms; semseg_negatives_joint_th.py). quick:
+    # the same fractions of its 256 px scene height as 192 px of the 512 px crops.
+    negative_resize: int = 192
+    negative_scale_range: tuple[float, float] = (0.5, 2.0)
+    negative_crop: int = 96
+    negative_rect_prob: float = 0.5
+    negative_class_draws: int = 2
+    # Sides of a flow sample, drawn uniformly per side in multiples of the flow's squeeze
+    # factor. Paper: 16-216 px (Open-set-M2F joint_trainer.py sample_shape); quick: scaled.
+    flow_sample_min_side: int = 16
+    flow_sample_max_side: int = 96
 
     # --- model ---------------------------------------------------------------------------
     model: str = "small"                   # 'small' (CPU) or 'wrn38' (DeepWV3PlusTH)
@@ -175,39 +195,61 @@ def _quick() -> Profile:
     return Profile()
 
 
-def _paper() -> Profile:
+# Sources of the paper values: DenseHybrid's released Cityscapes script (dlv3_cityscapes.py) and
+# experiment (experiments/semseg_negatives_joint_th.py), its model (models/deeplabv3/deeplabv3.py),
+# and the authors' released joint-flow trainer (Open-set-M2F, mask2former/trainers/joint_trainer.py).
+def _paper_eccv() -> Profile:
+    """DenseHybrid, ECCV 2022: NVIDIA's checkpoint fine-tuned with ADE20K negatives only."""
     return Profile(
-        name="paper",
+        name="paper-eccv",
         use_synthcity=False,
         cityscapes_root="data/cityscapes",
         ade20k_root="data/ade20k/ADEChallengeData2016",
         fishyscapes_root="data/fishyscapes",
-        # DenseHybrid (ECCV'22) trains on 768 px crops; TPAMI'24 on 512 px crops.
-        crop_size=512,
-        scale_range=(0.5, 2.0),
-        class_uniform=0.5,            # NVIDIA's class_uniform_pct
-        batch_size=16,                # per process: torchrun with G GPUs trains on G × batch_size
+        crop_size=512,                # dlv3_cityscapes.py CROP_SIZE
+        scale_range=(0.5, 2.0),       # its JitterRandomCrop scale
+        class_uniform=0.0,            # its Cityscapes loader samples images uniformly
+        batch_size=12,                # its --batch_size (per process under torchrun)
         num_workers=8,
-        # Fine-tuning NVIDIA's Cityscapes checkpoint with Adam at lr 1e-6 (TPAMI'24).
         init_checkpoint="data/weights/cityscapes_cv0_wideresnet38_nosdcaug.pth",
-        fresh_lr_mult=1.0,            # one learning rate for every parameter, as the papers describe
-        train_steps=10 * 2975 // 16,  # 10 epochs of Cityscapes train at batch 16
-        lr=1e-6,
+        fresh_lr_mult=1.0,            # one learning rate for every parameter
+        train_steps=10 * 2975 // 12,  # its 10 epochs of Cityscapes train
+        lr=1e-6,                      # its --lr, equal to --lr_min: the lr never changes
+        lr_schedule="constant",
+        optimizer_eps=1e-7,           # its Adam eps
         weight_decay=0.0,
-        beta=0.01,                    # TPAMI'24, Cityscapes + flow negatives
-        likelihood_floor=None,        # the papers' plain L_x
-        class_balance=0.0,            # plain cross-entropy, as the papers
-        synthetic_prob=0.5,           # an even real/synthetic mixture (TPAMI'24 mixes both; measure b with `ablate`)
-        flow_every=1,                 # the joint loop alternates a segmenter and a flow step
+        beta=0.03,                    # its --beta
+        likelihood_floor=None,        # its plain L_x
+        class_balance=0.0,            # plain cross-entropy
+        ood_void_as_inlier=True,      # its L_cla has no ignore index
+        synthetic_prob=0.0,           # ADE20K negatives only
         checkpoint_every=500,
-        # Negative patch sides 16-216 px, as in the DenseHybrid code release.
-        negative_min_side=16,
-        negative_max_side=216,
-        runs_dir="runs/paper",
+        negative_resize=384,          # its neg_transforms: JointResize(384), 192 px window
+        negative_crop=192,
+        flow_sample_max_side=216,
+        runs_dir="runs/paper-eccv",
         pretrain_dir="runs/paper-pretrain",
         model="wrn38",
         attention=False,  # the papers' model has none; switch it on to study the addition
         input_scale=1.0,
+        aspp_dim=256,                 # DeepWV3PlusTH: ASPP 256 channels, bot_fine 48,
+        fine_dim=48,
+        aspp_rates=(12, 24, 36),      # rates (6, 12, 18) doubled at output stride 8
+    )
+
+
+def _paper() -> Profile:
+    """The TPAMI 2024 extension: the ECCV recipe plus negatives from a jointly trained flow."""
+    return dataclasses.replace(
+        _paper_eccv(),
+        name="paper",
+        # Our choice: the paper mixes both kinds of negatives; its b is not in the released
+        # code. Measure it with `ablate`.
+        synthetic_prob=0.5,
+        flow_update="joint",          # joint_trainer.py: one pass, both optimisers step
+        flow_joint_lr=1e-5,           # joint_trainer.py: Adamax lr 1e-5, eps 1e-7
+        flow_jsd_weight=0.03,         # Open-set-M2F mask2former/config.py MASK_FORMER.JSD_WEIGHT
+        runs_dir="runs/paper",
         # Flow pre-trained on 64×64 inlier crops as in the TPAMI paper; a wider, deeper flow.
         flow_crop=64,
         flow_steps=8,
@@ -216,14 +258,10 @@ def _paper() -> Profile:
         flow_pretrain_steps=20000,
         flow_checkpoint_every=1000,
         flow_val_crops=2048,
-        # WRN38 DeepLabV3+ as released: ASPP 256 channels, rates (12, 24, 36) at stride 8.
-        aspp_dim=256,
-        fine_dim=48,
-        aspp_rates=(12, 24, 36),
     )
 
 
-_BUILDERS = {"quick": _quick, "paper": _paper}
+_BUILDERS = {"quick": _quick, "paper": _paper, "paper-eccv": _paper_eccv}
 
 
 def load_profile(name: str | None = None, **overrides) -> Profile:
@@ -246,17 +284,9 @@ def load_profile(name: str | None = None, **overrides) -> Profile:
 def validate(profile: Profile) -> Profile:
     """Reject settings that cannot work, saying which field is wrong and what it accepts."""
     problems = []
-    if profile.negative_mask_kind not in ("rectangle", "class_union"):
-        problems.append(f"negative_mask_kind={profile.negative_mask_kind!r}: use 'rectangle' or 'class_union'")
     if profile.fishyscapes_split not in ("Static", "LostAndFound"):
         problems.append(f"fishyscapes_split={profile.fishyscapes_split!r}: use 'Static' or 'LostAndFound'")
-    if not 0 < profile.negative_min_side <= profile.negative_max_side:
-        problems.append(f"negative sides {profile.negative_min_side}..{profile.negative_max_side}: "
-                        "need 0 < negative_min_side <= negative_max_side")
-    if not all(isinstance(side, int) and side > 0 for side in crop_hw(profile.crop_size)):
-        problems.append(f"crop_size={profile.crop_size!r}: a positive side or (height, width)")
-    elif profile.negative_max_side > min(crop_hw(profile.crop_size)):
-        problems.append(f"negative_max_side={profile.negative_max_side} exceeds crop_size={profile.crop_size}")
+    problems += _negative_problems(profile)
     if not 0 < profile.input_scale <= 1:
         problems.append(f"input_scale={profile.input_scale}: a factor in (0, 1] (1 = full resolution)")
     elif profile.model == "wrn38" and profile.input_scale != 1:
@@ -273,11 +303,13 @@ def validate(profile: Profile) -> Profile:
     if profile.pretrain_steps < 1 or profile.val_every < 0:
         problems.append(f"pretrain_steps={profile.pretrain_steps}, val_every={profile.val_every}: "
                         "need pretrain_steps >= 1 and val_every >= 0 (0 = only at the end)")
-    if profile.negative_max_classes < 1:
-        problems.append("negative_max_classes must be at least 1")
     for name in ("synthcity_height", "synthcity_width"):
         if getattr(profile, name) < 32:
             problems.append(f"{name}={getattr(profile, name)}: SynthCity needs at least 32 px")
+    if profile.lr_schedule not in ("poly", "constant"):
+        problems.append(f"lr_schedule={profile.lr_schedule!r}: use 'poly' or 'constant'")
+    if profile.flow_update not in ("alternate", "joint"):
+        problems.append(f"flow_update={profile.flow_update!r}: use 'alternate' or 'joint'")
     if profile.model not in ("small", "wrn38"):
         problems.append(f"model={profile.model!r}: use 'small' or 'wrn38'")
     factor = 2 ** profile.flow_levels
@@ -286,6 +318,32 @@ def validate(profile: Profile) -> Profile:
     if problems:
         raise ValueError(f"invalid '{profile.name}' profile: " + "; ".join(problems))
     return profile
+
+
+def _negative_problems(profile) -> list[str]:
+    """What is wrong with the negative-pasting fields (sizes must fit the training crops)."""
+    problems = []
+    if not 0 < profile.flow_sample_min_side <= profile.flow_sample_max_side:
+        problems.append(f"flow sample sides {profile.flow_sample_min_side}..{profile.flow_sample_max_side}: "
+                        "need 0 < flow_sample_min_side <= flow_sample_max_side")
+    if not all(isinstance(side, int) and side > 0 for side in crop_hw(profile.crop_size)):
+        problems.append(f"crop_size={profile.crop_size!r}: a positive side or (height, width)")
+        return problems
+    smallest = min(crop_hw(profile.crop_size))
+    for name in ("flow_sample_max_side", "negative_crop"):
+        if getattr(profile, name) > smallest:
+            problems.append(f"{name}={getattr(profile, name)} exceeds crop_size={profile.crop_size}")
+    if profile.negative_crop <= 16:
+        problems.append(f"negative_crop={profile.negative_crop}: the window must exceed the 16 px smallest rectangle")
+    low, high = profile.negative_scale_range
+    if not 0 < low <= high or int(profile.negative_resize * low) < profile.negative_crop:
+        problems.append(f"negative_resize={profile.negative_resize} × negative_scale_range={profile.negative_scale_range}"
+                        f": need 0 < low <= high and negative_resize × low >= negative_crop={profile.negative_crop}")
+    if not 0 <= profile.negative_rect_prob <= 1:
+        problems.append(f"negative_rect_prob={profile.negative_rect_prob}: a probability in [0, 1]")
+    if profile.negative_class_draws < 1:
+        problems.append(f"negative_class_draws={profile.negative_class_draws}: at least 1")
+    return problems
 
 
 def crop_hw(crop_size) -> tuple[int, int]:

@@ -1,17 +1,21 @@
-"""Negative data: choose where a negative goes, cut its outline, paste it into the scene.
+"""Negative data: cut a negative patch and its outline, choose where it goes, paste it.
 
-DenseHybrid trains on inlier scenes with *negative* patches pasted in. For one image:
+DenseHybrid trains on inlier scenes with *negative* patches pasted in. For one image the
+released code (``experiments/semseg_negatives_joint_th.py`` and the negative transforms of
+``dlv3_cityscapes.py`` in matejgrcic/DenseHybrid) does this, and so do we:
 
-1. draw the patch size ``(h, w)``, each side ~ U{min_side..max_side} (16-216 px in the
-   paper) -- for flow samples rounded to the flow's squeeze factor;
-2. draw the box in the scene where it goes: top-left uniform so that it fits;
-3. cut the patch and its mask from the source:
-   * ``rectangle``: the whole box (a crop of an ADE20K image, as the DenseHybrid code);
-   * ``class_union``: the union of 1-2 class masks of an ADE20K image, cropped to their
-     bounding box (the TPAMI paper), so negatives have object-like outlines;
-   * ``flow``: a normalizing-flow sample is a full rectangle of the requested size;
-4. paste: pixels under the mask take the patch; the segmentation target becomes 255 there
-   (L_d ignores them) and the OOD target 1 (L_cla and L_x see them as negatives).
+1. a real negative: an ADE20K image, its shorter side resized to ``resize`` (384 px), then
+   rescaled by s ~ U(0.5, 2), then a random ``crop``×``crop`` window (192 px). The patch
+   is that whole window, at its own scale: nothing is resized after the cut;
+2. its outline, drawn per image, with probability ½ each:
+   * ``rectangle``: a box with sides from {16, 24, …} below the crop side, anywhere in it;
+   * ``class_union``: the pixels of 2 ADE labels drawn *with replacement* among those in
+     the window, so one or two classes, and the unlabeled id 0 may be one of them;
+3. a synthetic negative (TPAMI, probability b instead of 1.): a normalizing-flow sample of
+   h×w with sides from {16, …, 216} px in multiples of the flow's squeeze factor, all of it;
+4. the window goes to a uniform position in the scene and is pasted under its mask: the
+   segmentation target becomes 255 there (L_d ignores them) and the OOD target 1 (L_cla
+   and L_x see them as negatives).
 
 Everything takes a single image (``3×H×W``) or a batch (``N×3×H×W``), and a
 ``torch.Generator`` for reproducible draws. Pasting keeps the autograd graph of the
@@ -64,65 +68,77 @@ def random_box(image_size, patch_size, generator: torch.Generator | None = None)
     return Box(_randint(0, H - h, generator), _randint(0, W - w, generator), h, w)
 
 
+# Rectangle sides of the released code's sample_shape: range(16, crop, 8).
+RECT_MIN_SIDE, RECT_STEP = 16, 8
+MASK_KINDS = ("rectangle", "class_union")
+
+
 def rectangle_mask(height: int, width: int, device=None) -> torch.Tensor:
     """The trivial outline: every pixel of the box (also the mask of a flow sample)."""
     return torch.ones(height, width, dtype=torch.bool, device=device)
 
 
-def class_union_mask(classes: torch.Tensor, max_classes: int = 2, unlabeled: int = 0,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
-    """Union of k ~ U{1..max_classes} distinct classes present in ``classes`` (H×W).
+def negative_window(image: torch.Tensor, classes: torch.Tensor, resize: int, scale_range, crop: int,
+                    generator: torch.Generator | None = None):
+    """The ``crop``×``crop`` window a real negative is cut from, with its class map.
 
-    The unlabeled id is never chosen. Returns an H×W bool mask; an image with no labelled
-    class gives an all-False mask (callers fall back to a rectangle).
+    The shorter side goes to ``resize``·s, s ~ U(scale_range) (bilinear for the image,
+    nearest for the classes), and a window is taken uniformly inside: the patch keeps the
+    scale of a random zoom of the source, as the released code's JitterRandomCrop.
     """
-    present = torch.unique(classes)
-    present = present[present != unlabeled]
-    if present.numel() == 0:
-        return torch.zeros_like(classes, dtype=torch.bool)
-    k = _randint(1, min(max_classes, present.numel()), generator)
-    chosen = present[torch.randperm(present.numel(), generator=generator)[:k].to(present.device)]
-    return torch.isin(classes, chosen)
-
-
-def _bounding_box(mask: torch.Tensor) -> tuple[slice, slice]:
-    rows = torch.nonzero(mask.any(1)).flatten()
-    cols = torch.nonzero(mask.any(0)).flatten()
-    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
-
-
-def cut_negative(image: torch.Tensor, classes: torch.Tensor | None, size, kind: str = "class_union",
-                 max_classes: int = 2, generator: torch.Generator | None = None):
-    """Cut a negative patch of ``size`` (h, w) out of an ADE20K-format image.
-
-    ``class_union``: the union of 1-2 class masks, cropped to its bounding box and resized
-    to ``size`` (bilinear for the image, nearest for the mask). ``rectangle``: a random crop
-    of 50-100 % of each side, resized. Returns ``(patch 3×h×w float, mask h×w bool)``.
-    """
-    if kind not in ("rectangle", "class_union"):
-        raise ValueError(f"an ADE20K negative is cut as 'rectangle' or 'class_union', not {kind!r}")
     H, W = image.shape[-2:]
-    mask = None
-    if kind == "class_union":
-        if classes is None:
-            raise ValueError("the 'class_union' mask needs the negative image's class map")
-        mask = class_union_mask(classes, max_classes, generator=generator)
-        if not mask.any():
-            mask = None  # nothing labelled: fall back to a rectangle
-    if mask is None:
-        ch, cw = _randint((H + 1) // 2, H, generator), _randint((W + 1) // 2, W, generator)
-        t, l = _randint(0, H - ch, generator), _randint(0, W - cw, generator)
-        rows, cols = slice(t, t + ch), slice(l, l + cw)
-        mask = torch.ones(ch, cw, dtype=torch.bool, device=image.device)
-    else:
-        rows, cols = _bounding_box(mask)
-        mask = mask[rows, cols]
-    patch = F.interpolate(image[None, :, rows, cols].float(), size=tuple(size), mode="bilinear",
-                          align_corners=False, antialias=True)[0].clamp(0, 1)
-    mask = F.interpolate(mask[None, None].float(), size=tuple(size), mode="nearest-exact")[0, 0] > 0.5
-    if not mask.any():  # a thin outline can vanish when shrunk: keep at least its centre
-        mask[size[0] // 2, size[1] // 2] = True
-    return patch, mask
+    if int(resize * scale_range[0]) < crop:
+        raise ValueError(f"a negative rescaled to a {int(resize * scale_range[0])} px shorter side cannot give a "
+                         f"{crop} px window: need negative_resize × negative_scale_range[0] >= negative_crop")
+    s = scale_range[0] + (scale_range[1] - scale_range[0]) * float(torch.rand((), generator=generator))
+    short = int(resize * s)
+    size = (short, max(short, round(W * short / H))) if H <= W else (max(short, round(H * short / W)), short)
+    scaled = F.interpolate(image[None].float(), size=size, mode="bilinear", align_corners=False,
+                           antialias=True)[0].clamp(0, 1)
+    scaled_classes = F.interpolate(classes[None, None].float(), size=size, mode="nearest-exact")[0, 0].long()
+    top, left = _randint(0, size[0] - crop, generator), _randint(0, size[1] - crop, generator)
+    rows, cols = slice(top, top + crop), slice(left, left + crop)
+    return scaled[:, rows, cols], scaled_classes[rows, cols]
+
+
+def rectangle_in_window(crop: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """A box with sides from {16, 24, …} below ``crop``, placed uniformly in the window."""
+    sides = torch.arange(RECT_MIN_SIDE, crop, RECT_STEP)
+    if sides.numel() == 0:
+        raise ValueError(f"a {crop} px window holds no rectangle: negative_crop must exceed {RECT_MIN_SIDE}")
+    h, w = (int(sides[_randint(0, sides.numel() - 1, generator)]) for _ in range(2))
+    box = random_box((crop, crop), (h, w), generator)
+    mask = torch.zeros(crop, crop, dtype=torch.bool, device=device)
+    mask[box.top:box.top + h, box.left:box.left + w] = True
+    return mask
+
+
+def class_union_mask(classes: torch.Tensor, draws: int = 2,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """Union of the pixels of ``draws`` labels drawn uniformly, *with replacement*, among
+    those present in ``classes`` (H×W): one to ``draws`` distinct classes. As in the
+    released code every present id may be drawn, the unlabeled 0 included."""
+    present = torch.unique(classes)
+    picks = torch.randint(0, present.numel(), (draws,), generator=generator)
+    return torch.isin(classes, present[picks.to(present.device)])
+
+
+def cut_negative(image: torch.Tensor, classes: torch.Tensor, resize: int, scale_range, crop: int,
+                 rect_prob: float = 0.5, draws: int = 2, generator: torch.Generator | None = None,
+                 kind: str | None = None):
+    """A real negative as the released code cuts it: ``(patch 3×crop×crop, mask crop×crop bool)``.
+
+    The window comes from :func:`negative_window`; its mask is a rectangle with probability
+    ``rect_prob``, else a class union (``kind`` forces one of the two).
+    """
+    if kind not in (None,) + MASK_KINDS:
+        raise ValueError(f"an ADE20K negative is cut as 'rectangle' or 'class_union', not {kind!r}")
+    patch, window_classes = negative_window(image, classes, resize, scale_range, crop, generator)
+    if kind is None:
+        kind = "rectangle" if float(torch.rand((), generator=generator)) < rect_prob else "class_union"
+    if kind == "rectangle":
+        return patch, rectangle_in_window(crop, generator, image.device)
+    return patch, class_union_mask(window_classes, draws, generator)
 
 
 def paste(image: torch.Tensor, seg_target: torch.Tensor, patch, patch_mask, box):
@@ -171,30 +187,30 @@ def paste_negatives(images: torch.Tensor, seg_targets: torch.Tensor, negatives, 
     otherwise a real ADE20K-format negative (the TPAMI mixture).
 
     ``negatives``: a dataset of ``(image, classes)``; ``flow``: a flow with ``sample`` and
-    ``factor`` (None = real negatives only); ``synthetic_prob`` = b (default: the profile's).
-    With ``flow_grad`` the flow samples keep their graph, so a loss on the mixed images
-    trains the flow. Returns ``(mixed, seg_targets, ood_targets, boxes, synthetic)`` with
-    ``synthetic[i]`` telling which images got a flow sample.
+    ``factor`` (None = real negatives only); ``synthetic_prob`` = b (default: the profile's);
+    ``kind`` forces the real negatives' outline ('rectangle' or 'class_union'; default: the
+    profile's mixture). With ``flow_grad`` the flow samples keep their graph, so a loss on
+    the mixed images trains the flow. Returns ``(mixed, seg_targets, ood_targets, boxes,
+    synthetic)`` with ``synthetic[i]`` telling which images got a flow sample.
     """
-    kind = kind or profile.negative_mask_kind
     b = profile.synthetic_prob if synthetic_prob is None else synthetic_prob
     patches, masks, boxes, synthetic = [], [], [], []
     for _ in range(images.shape[0]):
         use_flow = flow is not None and float(torch.rand((), generator=generator)) < b
-        size = sample_patch_size(profile.negative_min_side, profile.negative_max_side, images.shape[-2:],
-                                 multiple=flow.factor if use_flow else 1, generator=generator)
-        box = random_box(images.shape[-2:], size, generator)
         if use_flow:
+            size = sample_patch_size(profile.flow_sample_min_side, profile.flow_sample_max_side,
+                                     images.shape[-2:], multiple=flow.factor, generator=generator)
             with torch.set_grad_enabled(flow_grad):
                 patch = flow.sample(1, *size, temperature=profile.flow_temperature, generator=generator)[0]
             mask = rectangle_mask(*size, device=images.device)
         else:
             neg_image, neg_classes = negatives[_randint(0, len(negatives) - 1, generator)]
-            patch, mask = cut_negative(neg_image, neg_classes, size, kind,
-                                       profile.negative_max_classes, generator)
+            patch, mask = cut_negative(neg_image, neg_classes, profile.negative_resize,
+                                       profile.negative_scale_range, profile.negative_crop,
+                                       profile.negative_rect_prob, profile.negative_class_draws, generator, kind)
+        boxes.append(random_box(images.shape[-2:], tuple(patch.shape[-2:]), generator))
         patches.append(patch.to(images.device))
         masks.append(mask.to(images.device))
-        boxes.append(box)
         synthetic.append(use_flow)
     mixed, seg, ood = paste(images, seg_targets, patches, masks, boxes)
     return mixed, seg, ood, boxes, synthetic

@@ -3,15 +3,21 @@
 Each iteration:
 
 1. **Segmenter step.** A batch of augmented inlier crops gets one negative per image: a flow
-   sample (probability b, drawn without gradient) or an ADE20K patch. The segmenter
-   minimises ``L = L_d + β·L_x + 10β·L_cla`` with Adam (on the labels subsampled to the
-   model's ``input_scale``, see :func:`loss_grid`; full resolution in the paper profile).
-2. **Flow step** (every ``flow_every`` iterations, when b > 0). The flow samples *with*
-   gradient; the samples are pasted into the same crops and passed through the segmenter,
-   whose weights this step does not update. The flow minimises
-   ``L_mle + λ·L_jsd``: bits/dim of the inlier patches its samples covered, plus the JSD
-   between the segmenter's posterior on the samples and the uniform distribution. Adamax,
-   with a per-epoch exponential decay.
+   sample (probability b) or an ADE20K patch. The segmenter minimises
+   ``L = L_d + β·L_x + 10β·L_cla`` with Adam (on the labels subsampled to the model's
+   ``input_scale``, see :func:`loss_grid`; full resolution in the paper profiles).
+2. **The flow learns**, when b > 0, in one of two ways (``flow_update``):
+
+   * ``'alternate'``: every ``flow_every`` iterations a flow step samples *with* gradient,
+     pastes into the same crops and passes them through the segmenter, whose weights this
+     step does not update; the flow minimises ``L_mle + λ·L_jsd``;
+   * ``'joint'`` (the released joint-flow code): the segmenter step's flow samples keep
+     their gradient, and ``L + λ·L_jsd + L_mle`` back-propagates into the segmenter and the
+     flow at once; both optimisers step.
+
+   L_mle is the bits/dim of the inlier patches the samples covered, L_jsd the JSD between
+   the segmenter's posterior on the samples and the uniform distribution. The flow uses
+   Adamax with a per-epoch exponential decay.
 
 Everything random is drawn from generators whose state is checkpointed: the crops are
 augmented with a seed derived from (seed, epoch, index), the batch order is a seeded
@@ -43,6 +49,7 @@ from .data.transforms import train_transforms
 from .flows import build_flow
 from .losses import class_balance_weights, densehybrid_loss, jsd_to_uniform, segmentation_loss
 from .models import build_model
+from .data.labels import OOD_ANOMALY, OOD_INLIER, OOD_VOID
 from .negatives import paste_negatives
 
 
@@ -266,15 +273,14 @@ def setup_training(profile, resume: bool = False, steps: int | None = None, prog
     model, init = initial_segmenter(profile, device, init_path, init_sha256)
     flow = initial_flow(profile, crops, run_dir, device, rank) if profile.synthetic_prob > 0 and not closed_set else None
     seg_opt = torch.optim.Adam(optimiser_groups(model, init["fresh"], profile.lr, profile.fresh_lr_mult),
-                               lr=profile.lr, weight_decay=profile.weight_decay)
-    seg_sched = torch.optim.lr_scheduler.LambdaLR(      # polynomial decay, as DeepLab
-        seg_opt, lambda s: (1 - min(s, total_steps - 1) / total_steps) ** 0.9)
+                               lr=profile.lr, weight_decay=profile.weight_decay, eps=profile.optimizer_eps)
+    seg_sched = torch.optim.lr_scheduler.LambdaLR(seg_opt, lr_factor(profile.lr_schedule, total_steps))
     batches_per_epoch = len(epoch_batches(len(crops), profile.batch_size, profile.seed, 0, rank, world))
     if batches_per_epoch == 0:
         raise ValueError(f"batch_size {profile.batch_size} × {world} ranks exceeds the {len(crops)} training images")
     flow_opt = flow_sched = None
     if flow is not None:
-        flow_opt = torch.optim.Adamax(flow.parameters(), lr=profile.flow_joint_lr)
+        flow_opt = torch.optim.Adamax(flow.parameters(), lr=profile.flow_joint_lr, eps=profile.optimizer_eps)
         flow_sched = torch.optim.lr_scheduler.ExponentialLR(flow_opt, gamma=0.9)  # per epoch
     amp_dtype = None
     if profile.amp and device.type == "cuda":
@@ -289,6 +295,13 @@ def setup_training(profile, resume: bool = False, steps: int | None = None, prog
         (run_dir / "train_log.jsonl").unlink(missing_ok=True)
     setup.train_model = wrap_for_training(model, device, world, profile.compile)
     return setup
+
+
+def lr_factor(schedule: str, total_steps: int):
+    """The learning-rate multiplier at step s: ``(1 − s/steps)^0.9`` (poly, as DeepLab) or 1."""
+    if schedule == "constant":
+        return lambda s: 1.0
+    return lambda s: (1 - min(s, total_steps - 1) / total_steps) ** 0.9
 
 
 def wrap_for_training(model, device, world: int, compile_model: bool):
@@ -340,17 +353,46 @@ def next_batch(setup: TrainingSetup) -> tuple[torch.Tensor, torch.Tensor]:
     return images, targets
 
 
+def training_inputs(setup: TrainingSetup, images, targets, flow_grad: bool = False):
+    """The step's inputs and targets on the loss grid: one negative pasted per image (none in
+    the closed-set stage). Returns ``(inputs, seg_t, ood_t, boxes, synthetic)``."""
+    p = setup.profile
+    if setup.closed_set:
+        return images, loss_grid(targets, p.input_scale), None, [], []
+    inputs, seg_t, ood_t, boxes, synthetic = paste_negatives(images, targets, setup.negatives, p, setup.generator,
+                                                             flow=setup.flow, flow_grad=flow_grad)
+    if p.ood_void_as_inlier:  # the released code's L_cla: void pixels are inliers
+        ood_t = ood_t.masked_fill(ood_t == OOD_VOID, OOD_INLIER)
+    return inputs, loss_grid(seg_t, p.input_scale), loss_grid(ood_t, p.input_scale), boxes, synthetic
+
+
+def covered_bits_per_dim(setup: TrainingSetup, images, boxes) -> torch.Tensor:
+    """L_mle: bits/dim of the inlier patches that flow samples covered (one by one: sizes differ)."""
+    noise = setup.generator if setup.device.type == "cpu" else None
+    return torch.stack([setup.flow.bits_per_dim(images[i:i + 1, :, b.top:b.top + b.height, b.left:b.left + b.width],
+                                                noise) for i, b in boxes]).mean()
+
+
+def joint_flow_terms(setup: TrainingSetup, images, seg, ood_t, boxes, synthetic) -> dict:
+    """The flow's share of a joint step: L_jsd on the synthetic pixels and L_mle of what they covered.
+
+    The segmenter loss itself reaches the flow through the pasted samples."""
+    if not any(synthetic):
+        return {}
+    rows = torch.tensor(synthetic, device=ood_t.device)[:, None, None]
+    l_jsd = jsd_to_uniform(seg.float(), (ood_t == OOD_ANOMALY) & rows)
+    l_mle = covered_bits_per_dim(setup, images, [(i, b) for i, (b, s) in enumerate(zip(boxes, synthetic)) if s])
+    return {"L_jsd": l_jsd, "L_mle": l_mle}
+
+
 def segmenter_step(setup: TrainingSetup, images, targets) -> dict:
     """One update of the segmenter: ``L = L_d + β·L_x + 10β·L_cla`` on the images with one pasted
-    negative each (flow samples drawn without gradient), or L_d alone in the closed-set stage."""
-    p, model = setup.profile, setup.model
-    model.train()
-    if setup.closed_set:
-        inputs, seg_t, ood_t = images, loss_grid(targets, p.input_scale), None
-    else:
-        inputs, seg_t, ood_t, _, _ = paste_negatives(images, targets, setup.negatives, p, setup.generator,
-                                                     flow=setup.flow)
-        seg_t, ood_t = loss_grid(seg_t, p.input_scale), loss_grid(ood_t, p.input_scale)
+    negative each, or L_d alone in the closed-set stage. With ``flow_update='joint'`` the flow
+    samples keep their gradient and the flow steps too, on ``L + λ·L_jsd + L_mle``."""
+    p = setup.profile
+    setup.model.train()
+    joint = setup.flow is not None and p.flow_update == "joint"
+    inputs, seg_t, ood_t, boxes, synthetic = training_inputs(setup, images, targets, flow_grad=joint)
     with torch.autocast(setup.device.type, dtype=setup.amp_dtype, enabled=setup.amp_dtype is not None):
         seg, ood = setup.train_model(inputs, size=seg_t.shape[-2:])
     if setup.closed_set:
@@ -359,37 +401,32 @@ def segmenter_step(setup: TrainingSetup, images, targets) -> dict:
     else:
         terms = densehybrid_loss(seg.float(), ood.float(), seg_t, ood_t, p.beta, setup.class_weights,
                                  p.likelihood_floor)
-    if not torch.isfinite(terms["loss"]):
+    flow_terms = joint_flow_terms(setup, images, seg, ood_t, boxes, synthetic) if joint else {}
+    total = terms["loss"] + (p.flow_jsd_weight * flow_terms["L_jsd"] + flow_terms["L_mle"] if flow_terms else 0)
+    if not torch.isfinite(total):
         raise FloatingPointError(f"the segmenter loss is not finite at step {setup.step + 1} "
-                                 f"({ {k: v.item() for k, v in terms.items()} }); lower lr or check the data")
+                                 f"({ {k: v.item() for k, v in (terms | flow_terms).items()} }); lower lr or check the data")
     setup.seg_opt.zero_grad(set_to_none=True)
-    setup.scaler.scale(terms["loss"]).backward()
+    if flow_terms:
+        setup.flow_opt.zero_grad(set_to_none=True)
+    setup.scaler.scale(total).backward()
+    record = {k: v.item() for k, v in (terms | flow_terms).items()}
+    if flow_terms:
+        record["flow_skipped"] = int(not apply_flow_gradients(setup, True, scaled=True))
     setup.scaler.step(setup.seg_opt)
     setup.scaler.update()
     setup.seg_sched.step()
-    return {k: v.item() for k, v in terms.items()}
+    return record
 
 
-def flow_step(setup: TrainingSetup, images, targets) -> dict:
-    """One update of the flow: ``L_mle + λ·L_jsd``. Its samples, drawn *with* gradient, are pasted
-    into the same images and passed through the segmenter, which this step does not update."""
-    p, model, flow = setup.profile, setup.model, setup.flow
-    model.eval()  # BatchNorm statistics stay those of the segmenter step
-    model.requires_grad_(False)
-    mixed, _, ood_f, boxes_f, _ = paste_negatives(images, targets, setup.negatives, p, setup.generator,
-                                                  flow=flow, synthetic_prob=1.0, flow_grad=True)
-    ood_f = loss_grid(ood_f, p.input_scale)
-    seg_f, _ = model(mixed, size=ood_f.shape[-2:])
-    l_jsd = jsd_to_uniform(seg_f, ood_f == 1)
-    # L_mle on the inlier patches the samples covered (they differ in size: one by one)
-    noise = setup.generator if setup.device.type == "cpu" else None
-    l_mle = torch.stack([flow.bits_per_dim(images[i:i + 1, :, b.top:b.top + b.height, b.left:b.left + b.width],
-                                           noise) for i, b in enumerate(boxes_f)]).mean()
-    flow_loss = l_mle + p.flow_jsd_weight * l_jsd
-    setup.flow_opt.zero_grad(set_to_none=True)
-    finite = torch.isfinite(flow_loss.detach()).float()
-    if finite:  # a non-finite flow step is skipped, not applied
-        flow_loss.backward()
+def apply_flow_gradients(setup: TrainingSetup, finite: bool, scaled: bool = False) -> bool:
+    """Average the flow's gradients over ranks, clip them and step, unless the loss or the
+    gradients are not finite: an overflowing sample must not poison the flow. Returns
+    whether the step was applied."""
+    flow = setup.flow
+    if scaled:  # the joint step's gradients went through the AMP loss scaler
+        setup.scaler.unscale_(setup.flow_opt)
+    finite = torch.tensor(float(finite), device=setup.device)
     if setup.world > 1:  # the flow is not wrapped in DDP: average its gradients by hand
         for param in flow.parameters():  # every rank reduces every tensor, or gloo/NCCL hang
             if param.grad is None:
@@ -399,8 +436,30 @@ def flow_step(setup: TrainingSetup, images, targets) -> dict:
         torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)  # skip on all ranks
     grad_norm = torch.nn.utils.clip_grad_norm_(flow.parameters(), 100.0)
     applied = bool(finite) and bool(torch.isfinite(grad_norm))
-    if applied:  # an overflowing sample must not poison the flow
+    if applied:
         setup.flow_opt.step()
+    return applied
+
+
+def flow_step(setup: TrainingSetup, images, targets) -> dict:
+    """One update of the flow (``flow_update='alternate'``): ``L_mle + λ·L_jsd``. Its samples,
+    drawn *with* gradient, are pasted into the same images and passed through the segmenter,
+    which this step does not update."""
+    p, model, flow = setup.profile, setup.model, setup.flow
+    model.eval()  # BatchNorm statistics stay those of the segmenter step
+    model.requires_grad_(False)
+    mixed, _, ood_f, boxes_f, _ = paste_negatives(images, targets, setup.negatives, p, setup.generator,
+                                                  flow=flow, synthetic_prob=1.0, flow_grad=True)
+    ood_f = loss_grid(ood_f, p.input_scale)
+    seg_f, _ = model(mixed, size=ood_f.shape[-2:])
+    l_jsd = jsd_to_uniform(seg_f, ood_f == OOD_ANOMALY)
+    l_mle = covered_bits_per_dim(setup, images, list(enumerate(boxes_f)))
+    flow_loss = l_mle + p.flow_jsd_weight * l_jsd
+    setup.flow_opt.zero_grad(set_to_none=True)
+    finite = bool(torch.isfinite(flow_loss.detach()))
+    if finite:  # a non-finite flow step is skipped, not applied
+        flow_loss.backward()
+    applied = apply_flow_gradients(setup, finite)
     model.requires_grad_(True)
     return {"L_mle": l_mle.item(), "L_jsd": l_jsd.item(), "flow_skipped": int(not applied)}
 
@@ -425,9 +484,9 @@ def train(profile, resume: bool = False, steps: int | None = None, progress: boo
     while s.step < s.total_steps:
         images, targets = next_batch(s)
         record = {"step": s.step + 1} | segmenter_step(s, images, targets)
-        if s.flow is not None and p.flow_every and (s.step + 1) % p.flow_every == 0:
+        if s.flow is not None and p.flow_update == "alternate" and p.flow_every and (s.step + 1) % p.flow_every == 0:
             record |= flow_step(s, images, targets)
-            flow_skipped += record["flow_skipped"]
+        flow_skipped += record.get("flow_skipped", 0)
         s.step += 1
         if s.flow_sched is not None and s.step % s.batches_per_epoch == 0:
             s.flow_sched.step()

@@ -21,7 +21,8 @@ def test_figures_command_writes_pngs(tiny_profile, tmp_path, capsys):
         args += ["--set", f"{field}={getattr(tiny_profile, field)}"]
     for field, value in (("synthcity_height", 64), ("synthcity_width", 128), ("synthcity_train", 6),
                          ("synthcity_val", 4), ("synthcity_negatives", 8),
-                         ("synthcity_anomaly_test", 4), ("negative_max_side", 24)):
+                         ("synthcity_anomaly_test", 4), ("flow_sample_max_side", 24),
+                         ("negative_crop", 24), ("negative_resize", 48)):
         args += ["--set", f"{field}={value}"]
     main(args)
     out = capsys.readouterr().out
@@ -48,7 +49,7 @@ def test_bad_override_is_a_usage_error():
 
 TINY_TRAINING = {"synthcity_height": 64, "synthcity_width": 128, "synthcity_train": 6, "synthcity_val": 4,
                  "synthcity_negatives": 8, "synthcity_anomaly_test": 4, "crop_size": 48,
-                 "negative_min_side": 8, "negative_max_side": 24, "batch_size": 2, "flow_levels": 2,
+                 "flow_sample_min_side": 8, "flow_sample_max_side": 24, "negative_crop": 24, "negative_resize": 48, "batch_size": 2, "flow_levels": 2,
                  "flow_steps": 1, "flow_hidden": 8, "flow_crop": 16, "flow_batch": 4, "flow_pretrain_steps": 3,
                  "flow_val_crops": 4, "small_widths": "8,8,8,8,8", "aspp_dim": 8, "fine_dim": 4,
                  "train_steps": 3, "checkpoint_every": 2, "init_checkpoint": "none"}

@@ -13,7 +13,27 @@ def test_env_selects_profile(monkeypatch):
     monkeypatch.setenv("DHLIB_PROFILE", "paper")
     profile = load_profile()
     assert profile.name == "paper" and not profile.use_synthcity
-    assert profile.negative_max_side == 216  # the paper's patch sides: 16-216 px
+    assert profile.flow_sample_max_side == 216  # the released joint-flow code's sample sides: 16-216 px
+
+
+@pytest.mark.parametrize("name", ["paper", "paper-eccv"])
+def test_paper_profiles_follow_the_released_code(name, monkeypatch):
+    monkeypatch.setenv("DHLIB_PROFILE", name)
+    p = load_profile()
+    assert p.name == name
+    # dlv3_cityscapes.py: batch 12, lr 1e-6 = lr_min, Adam eps 1e-7, beta 0.03, 512 px crops
+    assert (p.batch_size, p.lr, p.lr_schedule, p.optimizer_eps, p.beta, p.crop_size) == \
+        (12, 1e-6, "constant", 1e-7, 0.03, 512)
+    assert p.class_uniform == 0 and p.ood_void_as_inlier and p.likelihood_floor is None
+    assert (p.negative_resize, p.negative_crop, p.negative_scale_range, p.negative_rect_prob,
+            p.negative_class_draws) == (384, 192, (0.5, 2.0), 0.5, 2)
+    assert (p.aspp_dim, p.fine_dim, p.aspp_rates) == (256, 48, (12, 24, 36))
+
+
+def test_the_two_papers_differ_in_the_flow():
+    eccv, tpami = load_profile("paper-eccv"), load_profile("paper")
+    assert eccv.synthetic_prob == 0
+    assert tpami.synthetic_prob > 0 and tpami.flow_update == "joint" and tpami.flow_joint_lr == 1e-5
 
 
 def test_overrides_and_unknown_fields():
@@ -28,7 +48,8 @@ def test_overrides_and_unknown_fields():
     ("batch_size=4", ("batch_size", 4)),
     ("scale_range=0.75,1.5", ("scale_range", (0.75, 1.5))),
     ("use_synthcity=false", ("use_synthcity", False)),
-    ("negative_mask_kind=rectangle", ("negative_mask_kind", "rectangle")),
+    ("negative_scale_range=0.5,2", ("negative_scale_range", (0.5, 2.0))),
+    ("flow_update=joint", ("flow_update", "joint")),
     ("likelihood_floor=-3", ("likelihood_floor", -3.0)),
     ("likelihood_floor=None", ("likelihood_floor", None)),
 ])
@@ -57,10 +78,15 @@ def test_relative_paths_resolve_against_root(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (dict(negative_mask_kind="circle"), "negative_mask_kind='circle'"),
+    (dict(flow_update="both"), "flow_update='both'"),
+    (dict(lr_schedule="cosine"), "lr_schedule='cosine'"),
+    (dict(negative_rect_prob=1.5), "negative_rect_prob=1.5"),
+    (dict(negative_crop=300), "negative_crop=300 exceeds crop_size"),
+    (dict(negative_crop=16), "negative_crop=16"),
+    (dict(negative_resize=100), "negative_resize=100"),
     (dict(fishyscapes_split="Dynamic"), "fishyscapes_split='Dynamic'"),
-    (dict(negative_min_side=50, negative_max_side=20), "negative_min_side <= negative_max_side"),
-    (dict(negative_max_side=300), "exceeds crop_size"),
+    (dict(flow_sample_min_side=50, flow_sample_max_side=20), "flow_sample_min_side <= flow_sample_max_side"),
+    (dict(flow_sample_max_side=300), "exceeds crop_size"),
     (dict(scale_range=(2.0, 0.5)), "scale_range"),
     (dict(synthcity_height=8), "synthcity_height=8"),
 ])

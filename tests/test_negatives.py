@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from dhlib.data import ADE20KNegatives
-from dhlib.negatives import (Box, class_union_mask, cut_negative, paste, paste_real_negatives,
-                             random_box, rectangle_mask, sample_patch_size)
+from dhlib.negatives import (Box, class_union_mask, cut_negative, negative_window, paste, paste_real_negatives,
+                             random_box, rectangle_in_window, rectangle_mask, sample_patch_size)
 
 
 def gen(seed=0):
@@ -35,35 +35,69 @@ def test_random_box_fits_and_covers_all_positions():
         random_box((10, 20), (11, 5))
 
 
-def test_class_union_picks_one_or_two_labelled_classes():
-    classes = torch.zeros(6, 6, dtype=torch.long)
+def test_class_union_draws_two_labels_with_replacement():
+    classes = torch.zeros(6, 6, dtype=torch.long)  # 0 (unlabeled) may be drawn, as in the released code
     classes[:2] = 5
     classes[2:4] = 9
     classes[4:, :3] = 11
-    g, counts = gen(), set()
-    for _ in range(100):
-        mask = class_union_mask(classes, max_classes=2, generator=g)
+    g, sizes, seen = gen(), [], set()
+    for _ in range(2000):
+        mask = class_union_mask(classes, draws=2, generator=g)
         chosen = set(torch.unique(classes[mask]).tolist())
-        assert 1 <= len(chosen) <= 2 and 0 not in chosen
         assert torch.equal(mask, torch.isin(classes, torch.tensor(sorted(chosen))))
-        counts.add(len(chosen))
-    assert counts == {1, 2}
-    assert not class_union_mask(torch.zeros(3, 3, dtype=torch.long)).any()
+        sizes.append(len(chosen))
+        seen |= chosen
+    assert seen == {0, 5, 9, 11}
+    # two draws among 4 present labels coincide with probability 1/4
+    share_one = sizes.count(1) / len(sizes)
+    assert abs(share_one - 0.25) < 4 * (0.25 * 0.75 / len(sizes)) ** 0.5
 
 
-def test_cut_negative_outline_follows_the_classes():
-    image = torch.rand(3, 40, 40)
-    classes = torch.zeros(40, 40, dtype=torch.long)
-    classes[10:30, 5:15] = 3  # one object, 20×10 px
-    patch, mask = cut_negative(image, classes, (20, 10), "class_union", generator=gen())
-    assert patch.shape == (3, 20, 10) and mask.all()  # the box is the object's bounding box
-    torch.testing.assert_close(patch, image[:, 10:30, 5:15], atol=1e-5, rtol=0)
-    patch, mask = cut_negative(image, classes, (16, 24), "rectangle", generator=gen())
-    assert patch.shape == (3, 16, 24) and mask.all()
-    patch, mask = cut_negative(image, torch.zeros_like(classes), (8, 8), "class_union", generator=gen())
-    assert mask.all()  # nothing labelled: falls back to a rectangle
+def test_negative_window_is_an_unresampled_crop():
+    """At scale 1 and the source's own shorter side the window is a crop of the source, pixel for pixel."""
+    image, classes = torch.rand(3, 40, 50), torch.randint(0, 5, (40, 50))
+    patch, window_classes = negative_window(image, classes, resize=40, scale_range=(1.0, 1.0), crop=24,
+                                            generator=gen())
+    assert patch.shape == (3, 24, 24) and window_classes.shape == (24, 24)
+    offsets = [(t, l) for t in range(40 - 24 + 1) for l in range(50 - 24 + 1)
+               if torch.allclose(patch, image[:, t:t + 24, l:l + 24], atol=1e-6)]
+    assert len(offsets) == 1
+    t, l = offsets[0]
+    assert torch.equal(window_classes, classes[t:t + 24, l:l + 24])
+    with pytest.raises(ValueError, match="negative_resize"):
+        negative_window(image, classes, resize=40, scale_range=(0.5, 2.0), crop=24)
+
+
+def test_cut_negative_mixes_rectangles_and_class_unions():
+    image = torch.rand(3, 60, 80)
+    classes = torch.zeros(60, 80, dtype=torch.long)
+    classes[10:40, 5:45] = 3
+    g, rectangles, n = gen(), 0, 600
+    for _ in range(n):
+        patch, mask = cut_negative(image, classes, resize=96, scale_range=(0.5, 2.0), crop=48,
+                                   rect_prob=0.5, generator=g)
+        assert patch.shape == (3, 48, 48) and mask.shape == (48, 48)  # the whole window, never resized
+        rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+        h, w = int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
+        if mask.sum() == h * w and h in (16, 24, 32, 40) and w in (16, 24, 32, 40):
+            rectangles += 1  # sides from {16, 24, ...} below the 48 px window
+    assert abs(rectangles / n - 0.5) < 0.1  # a class union is rarely an exact 16k × 16k box
+    _, mask = cut_negative(image, classes, 96, (0.5, 2.0), 48, rect_prob=1.0, generator=g)
+    assert mask.sum() == (mask.any(1).sum() * mask.any(0).sum())
+    _, mask = cut_negative(image, classes, 96, (1.0, 1.0), 48, kind="class_union", generator=g)
+    assert mask.any()
     with pytest.raises(ValueError, match="'rectangle' or 'class_union'"):
-        cut_negative(image, classes, (8, 8), "flow")
+        cut_negative(image, classes, 96, (1.0, 1.0), 48, kind="flow")
+
+
+def test_rectangle_sides_come_from_the_released_grid():
+    g, sides = gen(), set()
+    for _ in range(400):
+        mask = rectangle_in_window(48, g)
+        sides |= {int(mask.any(1).sum()), int(mask.any(0).sum())}
+    assert sides == {16, 24, 32, 40}
+    with pytest.raises(ValueError, match="negative_crop"):
+        rectangle_in_window(16)
 
 
 def test_paste_sets_both_targets():
@@ -115,7 +149,7 @@ def test_paste_real_negatives_on_synthcity(tiny_profile):
     images, segs = torch.rand(2, 3, 48, 48), torch.zeros(2, 48, 48, dtype=torch.long)
     mixed, seg, ood, boxes = paste_real_negatives(images, segs, negatives, tiny_profile, gen())
     for i, b in enumerate(boxes):
-        assert 8 <= b.height <= 24 and 8 <= b.width <= 24
+        assert (b.height, b.width) == (24, 24)  # the whole negative_crop window goes in
         assert (ood[i] == 1).sum() > 0 and torch.equal(ood[i] == 1, seg[i] == 255)
         outside = torch.ones(48, 48, dtype=torch.bool)
         outside[b.top:b.top + b.height, b.left:b.left + b.width] = False
@@ -145,7 +179,7 @@ def test_mixing_with_flow_gradient():
     from dhlib.config import load_profile
     from dhlib.flows import MultiScaleFlow
     from dhlib.negatives import paste_negatives
-    profile = load_profile("quick", synthetic_prob=1.0, negative_min_side=8, negative_max_side=16)
+    profile = load_profile("quick", synthetic_prob=1.0, flow_sample_min_side=8, flow_sample_max_side=16)
     flow = MultiScaleFlow(3, levels=2, steps=1, hidden=8)
     mixed, *_ = paste_negatives(torch.rand(2, 3, 32, 32), torch.zeros(2, 32, 32, dtype=torch.long),
                                 None, profile, gen(), flow=flow, flow_grad=True)

@@ -15,7 +15,7 @@ def _args(profile, run_dir, steps):
     settings = {"cityscapes_root": profile.cityscapes_root, "ade20k_root": profile.ade20k_root,
                 "fishyscapes_root": profile.fishyscapes_root, "synthcity_height": 64, "synthcity_width": 128,
                 "synthcity_train": 6, "synthcity_val": 4, "synthcity_negatives": 8, "synthcity_anomaly_test": 4,
-                "crop_size": 48, "negative_min_side": 8, "negative_max_side": 24, "batch_size": 2,
+                "crop_size": 48, "flow_sample_min_side": 8, "flow_sample_max_side": 24, "negative_crop": 24, "negative_resize": 48, "batch_size": 2,
                 "flow_levels": 2, "flow_steps": 1, "flow_hidden": 8, "small_widths": "8,8,8,8,8",
                 "aspp_dim": 8, "fine_dim": 4, "train_steps": steps, "checkpoint_every": 5, "init_checkpoint": "none",
                 "runs_dir": str(run_dir)}
@@ -88,7 +88,7 @@ def test_ddp_with_gloo_keeps_ranks_identical(tiny_profile, tmp_path):
     settings = {"cityscapes_root": tiny_profile.cityscapes_root, "ade20k_root": tiny_profile.ade20k_root,
                 "fishyscapes_root": tiny_profile.fishyscapes_root, "synthcity_height": 64,
                 "synthcity_width": 128, "synthcity_train": 6, "synthcity_val": 4, "synthcity_negatives": 8,
-                "synthcity_anomaly_test": 4, "crop_size": 48, "negative_min_side": 8, "negative_max_side": 24,
+                "synthcity_anomaly_test": 4, "crop_size": 48, "flow_sample_min_side": 8, "flow_sample_max_side": 24, "negative_crop": 24, "negative_resize": 48,
                 "batch_size": 2, "flow_levels": 2, "flow_steps": 1, "flow_hidden": 8,
                 "small_widths": [8, 8, 8, 8, 8], "aspp_dim": 8, "fine_dim": 4, "train_steps": 4, "flow_every": 2, "init_checkpoint": None,
                 "checkpoint_every": 2, "runs_dir": str(tmp_path / "ddp"), "device": "cpu"}
@@ -134,3 +134,56 @@ def test_model_returns_logits_at_the_requested_size():
     assert seg.shape == (1, 19, 32, 64) and ood.shape == (1, 2, 32, 64)
     full, _ = model(x)
     assert full.shape == (1, 19, 64, 128)
+
+
+def _joint_profile(tiny_profile, run_dir, **overrides):
+    from dhlib.config import load_profile
+    settings = {"cityscapes_root": tiny_profile.cityscapes_root, "ade20k_root": tiny_profile.ade20k_root,
+                "fishyscapes_root": tiny_profile.fishyscapes_root, "synthcity_height": 64,
+                "synthcity_width": 128, "synthcity_train": 6, "synthcity_val": 4, "synthcity_negatives": 8,
+                "synthcity_anomaly_test": 4, "crop_size": 48, "flow_sample_min_side": 8,
+                "flow_sample_max_side": 24, "negative_crop": 24, "negative_resize": 48, "batch_size": 2,
+                "flow_levels": 2, "flow_steps": 1, "flow_hidden": 8, "small_widths": (8, 8, 8, 8, 8),
+                "aspp_dim": 8, "fine_dim": 4, "init_checkpoint": None, "checkpoint_every": 3,
+                "flow_update": "joint", "synthetic_prob": 1.0, "runs_dir": str(run_dir), "device": "cpu",
+                "lr_schedule": "constant"}  # so that a 3-step run is the first half of a 6-step one
+    return load_profile("quick", **(settings | overrides))
+
+
+def test_joint_flow_update_trains_both_in_one_pass_and_resumes_exactly(tiny_profile, tmp_path):
+    """flow_update='joint': every step logs the flow's terms, both models move, and a run
+    stopped at a checkpoint and resumed ends with the weights of a straight run."""
+    from dhlib.train import train
+    torch.set_num_threads(1)
+    straight = train(_joint_profile(tiny_profile, tmp_path / "straight", train_steps=6), progress=False,
+                     return_models=True)
+    records = [json.loads(x) for x in (tmp_path / "straight/train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 7))
+    assert all({"L_jsd", "L_mle", "flow_skipped"} <= r.keys() for r in records)  # b = 1: a flow sample every step
+    from dhlib.train import setup_training
+    start = setup_training(_joint_profile(tiny_profile, tmp_path / "start", train_steps=6), progress=False)
+    for name in ("model", "flow"):  # both moved away from where training starts
+        before, after = getattr(start, name).state_dict(), straight[name].state_dict()
+        assert any(not torch.equal(before[k], after[k]) for k in before if after[k].is_floating_point()), name
+
+    train(_joint_profile(tiny_profile, tmp_path / "resumed", train_steps=3), progress=False)
+    resumed = train(_joint_profile(tiny_profile, tmp_path / "resumed", train_steps=6), resume=True,
+                    progress=False, return_models=True)
+    for name in ("model", "flow"):
+        a, b = straight[name].state_dict(), resumed[name].state_dict()
+        for key in a:
+            assert torch.equal(a[key], b[key]), f"{name}.{key} differs after resuming"
+
+
+def test_void_pixels_are_inliers_of_l_cla_only_when_asked(tiny_profile, tmp_path):
+    from dhlib.train import setup_training, training_inputs
+    for as_inlier in (False, True):
+        setup = setup_training(_joint_profile(tiny_profile, tmp_path / str(as_inlier), synthetic_prob=0.0,
+                                              ood_void_as_inlier=as_inlier, train_steps=1), progress=False)
+        images = torch.rand(2, 3, 48, 48)
+        targets = torch.full((2, 48, 48), 3, dtype=torch.long)
+        targets[:, :10] = 255  # a void band at the top (ego vehicle, out of ROI)
+        _, seg_t, ood_t, boxes, _ = training_inputs(setup, images, targets)
+        void = (seg_t == 255) & (ood_t != 1)
+        assert void.any()
+        assert set(ood_t[void].unique().tolist()) == ({0} if as_inlier else {255})

@@ -161,7 +161,7 @@ def test_cli_reports_a_missing_init_checkpoint_without_a_traceback(tmp_path):
 
 TINY = ["--set", "synthcity_height=64", "--set", "synthcity_width=128", "--set", "synthcity_train=6",
         "--set", "synthcity_val=4", "--set", "synthcity_negatives=8", "--set", "synthcity_anomaly_test=4",
-        "--set", "crop_size=48", "--set", "negative_min_side=8", "--set", "negative_max_side=24",
+        "--set", "crop_size=48", "--set", "flow_sample_min_side=8", "--set", "flow_sample_max_side=24", "--set", "negative_crop=24", "--set", "negative_resize=48",
         "--set", "batch_size=2", "--set", "small_widths=8,8,8,8,8", "--set", "aspp_dim=8",
         "--set", "fine_dim=4", "--set", "synthetic_prob=0", "--set", "checkpoint_every=5"]
 

@@ -17,7 +17,8 @@ __all__ = ["ASPP", "CheckpointMismatchError", "DeepWV3PlusTH", "LoadReport", "OO
 def build_model(profile) -> TwoHeadDeepLab:
     """The profile's two-head model: ``'wrn38'`` (paper) or ``'small'`` (quick)."""
     if profile.model == "wrn38":
-        return DeepWV3PlusTH(profile.num_classes, attention=profile.attention)
+        return DeepWV3PlusTH(profile.num_classes, attention=profile.attention, aspp_dim=profile.aspp_dim,
+                             fine_dim=profile.fine_dim, rates=profile.aspp_rates)
     if profile.model == "small":
         return SmallDeepLabTH(profile.num_classes, widths=profile.small_widths, aspp_dim=profile.aspp_dim,
                               fine_dim=profile.fine_dim, rates=profile.aspp_rates, attention=profile.attention,

@@ -62,7 +62,9 @@ class OODHead(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.norm = nn.BatchNorm2d(channels)
+        # The released head's BatchNorm momentum (models/deeplabv3/deeplabv3.py, _BNReluConv):
+        # slow running statistics for a head that starts from nothing on a moving feature.
+        self.norm = nn.BatchNorm2d(channels, momentum=0.01)
         self.relu = nn.ReLU()
         self.conv = nn.Conv2d(channels, 2, 1, bias=True)
 
@@ -136,8 +138,10 @@ class DeepWV3PlusTH(TwoHeadDeepLab):
     137,105,154 parameters for 19 classes.
     """
 
-    def __init__(self, num_classes: int = 19, attention: bool = False):
-        super().__init__(num_classes, skip_channels=128, deep_channels=4096, attention=attention)
+    def __init__(self, num_classes: int = 19, attention: bool = False, aspp_dim: int = 256, fine_dim: int = 48,
+                 rates=(12, 24, 36)):
+        super().__init__(num_classes, skip_channels=128, deep_channels=4096, aspp_dim=aspp_dim,
+                         fine_dim=fine_dim, rates=rates, attention=attention)
 
     def build_backbone(self):
         add_wider_resnet38(self)
