@@ -10,8 +10,9 @@ Commands available now:
 * ``train``      stage 2: fine-tune DenseHybrid from ``init_checkpoint`` with mixed negatives and
                  the flow (``--resume``; multi-GPU: ``torchrun --nproc_per_node=G -m dhlib train``);
 * ``ship-weights`` ``NAME``: store a finished run as ``weights/NAME.pt`` with its model card;
-* ``evaluate``   ``--checkpoint PATH [--dataset DIR]``: all six anomaly scores, metrics table,
-                 figures;
+* ``evaluate``   ``--checkpoint PATH [--dataset DIR [--kind K]]``: all six anomaly scores, metrics table,
+                 figures; DIR: any Fishyscapes / SegmentMeIfYouCan / Road Anomaly tree or images/ +
+                 labels/; ``--track anomaly|obstacle``: SegmentMeIfYouCan's component size limits;
 * ``demo``       the main job: ``make-data``, ``train-flow``, ``train`` from the shipped closed-set
                  weights, evaluation of all six scores, figures; writes ``runs/<profile>/model.pt``
                  and ``results.json``;
@@ -88,7 +89,7 @@ def figures(profile: Profile) -> list:
     mixed, seg, ood, boxes = paste_real_negatives(image[None], target[None], data["negatives"],
                                                   profile, generator)
     keep(viz.show_pasting(image, target, mixed[0], seg[0], ood[0], boxes[0],
-                          f"negative pasting ({profile.negative_mask_kind} mask)"), "data_pasting.png")
+                          "negative pasting (a released-code cut: rectangle or class union)"), "data_pasting.png")
     log = profile.path("runs_dir") / "train_log.jsonl"
     if log.exists():  # the curves of the last training run, when there is one
         keep(viz.training_curves(log, title=f"{profile.name}: training curves ({log})"), "training_curves.png")
@@ -135,13 +136,16 @@ def train_segmenter(profile: Profile, resume: bool = False, command: str | None 
     return summary
 
 
-def evaluate(profile: Profile, checkpoint: str | None = None, dataset: str | None = None) -> dict:
+def evaluate(profile: Profile, checkpoint: str | None = None, dataset: str | None = None, *,
+             track: str | None = None, kind: str | None = None) -> dict:
     """Evaluate a checkpoint of the profile's model on an anomaly dataset; print the table.
 
-    ``dataset``: 'fishyscapes' (the profile's Fishyscapes split; default) or a folder of the
-    user's images (``images/`` and optional ``labels/``).
+    ``dataset``: 'fishyscapes' (the profile's Fishyscapes split; default) or the folder of any
+    benchmark :func:`~dhlib.data.load_anomaly_dataset` reads, of ``kind`` (None: recognised).
+    ``track``: 'anomaly' or 'obstacle', the SegmentMeIfYouCan track whose size limits the
+    component metrics use (default: the track of a SegmentMeIfYouCan dataset).
     """
-    from .data import CustomImages, Fishyscapes
+    from .data import Fishyscapes
     from .evaluation import THKLOODEvaluation
     from .models import build_model, load_checkpoint
     if not checkpoint:
@@ -157,17 +161,28 @@ def evaluate(profile: Profile, checkpoint: str | None = None, dataset: str | Non
             export(profile=profile)
         data = Fishyscapes(profile.path("fishyscapes_root"), profile.fishyscapes_split)
     else:
-        data = CustomImages(dataset)
-        if not data.has_labels:
-            raise SystemExit(f"{dataset} has no labels/ folder: metrics need 0/1/255 labels")
+        data = benchmark_dataset(dataset, kind)
+        # a SegmentMeIfYouCan track's own size limits, unless --track says otherwise
+        track = track or {"smiyc-anomaly": "anomaly", "smiyc-obstacle": "obstacle"}.get(data.kind)
     evaluation = THKLOODEvaluation(model, data)
     evaluation.run()
-    evaluation.component_metrics("hybrid")
+    evaluation.component_metrics("hybrid", track=track)
     print(f"{checkpoint} ({report.layout}) on {len(data)} images:")
     print(evaluation.format_table())
     for path in evaluation.figures(profile.path("figures_dir")):
         print(f"wrote {path}")
     return evaluation.results
+
+
+def benchmark_dataset(root: str, kind: str | None = None):
+    """``load_anomaly_dataset(root, kind)``, saying what it found; a wrong tree is a message."""
+    from .data import load_anomaly_dataset
+    try:
+        data = load_anomaly_dataset(root, kind)
+    except (FileNotFoundError, ValueError) as err:  # no such tree, an ambiguous one, an unpaired file
+        raise SystemExit(f"error: {err}") from None
+    print(f"{root}: {data.kind} ({data.layout}), {len(data)} images")
+    return data
 
 
 def ship_weights(profile: Profile, name: str) -> dict:
@@ -307,7 +322,13 @@ def main(argv=None) -> None:
                         help="score: flag pixels with hybrid score >= T instead of the model card's threshold")
     parser.add_argument("--out", metavar="DIR",
                         help="score: output folder (created if missing; default runs/score in the project root)")
-    parser.add_argument("--dataset", help="evaluate: 'fishyscapes' (default) or a folder with images/ and labels/")
+    parser.add_argument("--dataset", help="evaluate: 'fishyscapes' (the profile's tree; default) or the folder "
+                        "of an anomaly benchmark (Fishyscapes, SegmentMeIfYouCan, Road Anomaly, images/ + labels/)")
+    parser.add_argument("--kind", help="evaluate: the kind of --dataset DIR when its tree cannot tell: "
+                        "fishyscapes-static, fishyscapes-laf, smiyc-anomaly, smiyc-obstacle, road-anomaly or folder")
+    parser.add_argument("--track", choices=("anomaly", "obstacle"),
+                        help="evaluate: SegmentMeIfYouCan track whose size limits the component metrics use "
+                             "(anomaly: predicted blobs < 500 px dropped, objects < 100 px void; obstacle: 50 / 10)")
     parser.add_argument("--variant", action="append", metavar="NAME",
                         help="ablate: run only this variant ('default', 'b=0', 'b=0.5', 'b=1', 'no attention'; repeatable)")
     args = parser.parse_args(argv)
@@ -317,12 +338,13 @@ def main(argv=None) -> None:
         parser.error(str(err))
     if args.names and args.command not in ("ship-weights", "score"):
         parser.error(f"{args.command} takes no positional arguments (got {' '.join(args.names)})")
+    from .data.io import LabelValueError
     from .models.weights import WeightsError
     from .train import InitCheckpointError
     args.command_line = "python -m dhlib " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
         run_command(parser, args, profile)
-    except (WeightsError, InitCheckpointError) as err:  # a file to fetch or fix: a message, not a traceback
+    except (WeightsError, InitCheckpointError, LabelValueError) as err:  # a file to fetch or fix: no traceback
         raise SystemExit(f"error: {err}") from None
 
 
@@ -340,7 +362,9 @@ def run_command(parser, args, profile) -> None:
     elif args.command == "demo":
         demo(profile, command=args.command_line)
     elif args.command == "evaluate":
-        evaluate(profile, args.checkpoint, args.dataset)
+        if args.kind and args.dataset in (None, "fishyscapes"):
+            parser.error("--kind goes with --dataset DIR: the kind of the tree in DIR")
+        evaluate(profile, args.checkpoint, args.dataset, track=args.track, kind=args.kind)
     elif args.command == "score":
         if not args.names:
             parser.error("score needs at least one PATH: an image file or a folder of images")

@@ -102,15 +102,18 @@ class THKLOODEvaluation:
         return table
 
     @torch.no_grad()
-    def component_metrics(self, score: str = "hybrid", min_gt_size: int = 10, progress: bool = True) -> dict:
+    def component_metrics(self, score: str = "hybrid", min_gt_size: int | None = None, progress: bool = True,
+                          track: str | None = None, min_pred_size: int | None = None) -> dict:
         """SegmentMeIfYouCan component metrics of one score (a second pass over the data).
 
         The map is thresholded at the pooled best pixel-F1 threshold of ``run()``'s statistics.
+        ``track`` ('anomaly' / 'obstacle') takes the benchmark's size limits; explicit sizes
+        override them (see :class:`~dhlib.metrics.ComponentMetrics`).
         """
         if self.results is None:
             raise RuntimeError("call run() before component_metrics()")
         threshold = best_f1_threshold(self.results["streams"][score])
-        components = ComponentMetrics(threshold, min_gt_size=min_gt_size)
+        components = ComponentMetrics(threshold, min_gt_size=min_gt_size, min_pred_size=min_pred_size, track=track)
         for i in tqdm(range(len(self.dataset)), desc=f"components ({score})", disable=not progress):
             image, label = self.dataset[i]
             seg, ood = self._logits(image)
@@ -132,7 +135,8 @@ class THKLOODEvaluation:
                          f"(hybrid threshold at 95% TPR: {o['threshold']:.3f})")
         if self.results.get("components"):
             c = self.results["components"]
-            lines.append(f"components ({c['score']}, pixel-F1 threshold {c['threshold']:.3f}): sIoU "
+            track = f", {c['track']} track" if c.get("track") else ""
+            lines.append(f"components ({c['score']}{track}, pixel-F1 threshold {c['threshold']:.3f}): sIoU "
                          f"{100 * c['sIoU_gt']:.2f}, PPV {100 * c['PPV']:.2f}, mean F1 {100 * c['mean_F1']:.2f}")
         return "\n".join(lines)
 

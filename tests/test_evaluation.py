@@ -60,3 +60,21 @@ def test_evaluate_command(tiny_profile, model, tmp_path, capsys):
     assert "max_logit" in out and "AUROC" in out and (tmp_path / "figs/eval_curves.png").exists()
     with pytest.raises(SystemExit, match="needs --checkpoint"):
         main(["evaluate"])
+
+
+def test_component_metrics_take_the_track_preset(tiny_profile, model):
+    ev = THKLOODEvaluation(model, Fishyscapes(tiny_profile.path("fishyscapes_root")), keep_maps=0)
+    ev.run(progress=False)
+    comp = ev.component_metrics("hybrid", progress=False, track="obstacle", min_gt_size=1)
+    assert (comp["track"], comp["min_pred_size"], comp["min_gt_size"]) == ("obstacle", 50, 1)
+    assert "obstacle track" in ev.format_table()
+
+
+def test_evaluate_command_passes_the_track(monkeypatch):
+    import dhlib.__main__ as cli
+    seen = {}
+    monkeypatch.setattr(cli, "evaluate", lambda profile, checkpoint, *args, **kwargs: seen.update(kwargs))
+    main(["evaluate", "--checkpoint", "model.pt", "--track", "anomaly"])
+    assert seen["track"] == "anomaly"
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--checkpoint", "model.pt", "--track", "road"])

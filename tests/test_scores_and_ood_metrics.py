@@ -77,6 +77,35 @@ def test_exact_metrics_equal_sklearn(case):
         assert ours[key] == pytest.approx(ref[key], abs=1e-9), key
 
 
+def _fpr_at_first_tpr_at_least_95(scores, labels):
+    """Brute force: sweep every distinct score t from high to low, call "score ≥ t" anomalous,
+    return the FPR at the first t with TPR ≥ 0.95."""
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    for t in np.unique(scores)[::-1]:
+        if np.mean(pos >= t) >= 0.95:
+            return np.mean(neg >= t)
+
+
+def test_fpr95_takes_the_first_threshold_with_tpr_at_least_95_percent():
+    # 20 anomalies, so TPR = 19/20 = 0.95 is reached exactly: "≥ 0.95" and DenseHybrid's
+    # "> 0.95" (calculate_auroc in experiments/semseg_negatives_joint_th.py) differ.
+    #   anomalies: 20, 19, ..., 2 (19 of them) and 0.5
+    #   inliers:   10.5, 2.0 (tied with the 19th anomaly), 1.5, 1.0, 0.25, 0, -1, -2, -3, -4
+    #   t = 2:   TPR 19/20 = 0.95 ≥ 0.95, inliers ≥ 2: 10.5 and 2.0   -> FPR95 = 2/10
+    #   t = 0.5: TPR 20/20 = 1 > 0.95,     inliers ≥ 0.5: four         -> strict rule: 4/10
+    pos = np.concatenate([np.arange(20.0, 1.0, -1.0), [0.5]])
+    neg = np.array([10.5, 2.0, 1.5, 1.0, 0.25, 0.0, -1.0, -2.0, -3.0, -4.0])
+    scores = np.concatenate([pos, neg])
+    labels = np.concatenate([np.ones(20, np.uint8), np.zeros(10, np.uint8)])
+    assert _fpr_at_first_tpr_at_least_95(scores, labels) == pytest.approx(0.2)
+    assert ood_metrics(scores, labels)["FPR95"] == pytest.approx(0.2)
+    stream = StreamingOODMetrics()
+    stream.update(scores, labels)
+    assert stream.compute()["FPR95"] == pytest.approx(0.2)
+    fpr, tpr, _ = roc_curve(labels, scores)              # DenseHybrid: first TPR > 0.95
+    assert fpr[np.argmax(tpr > 0.95)] == pytest.approx(0.4)
+
+
 def test_exact_metrics_accept_torch_and_any_shape():
     torch.manual_seed(0)
     labels = (torch.rand(2, 30, 40) < 0.05).long()

@@ -1,13 +1,15 @@
 """Datasets in their real formats, the SynthCity generator that writes them, and transforms."""
 from .ade20k import ADE20KNegatives
+from .anomaly import KINDS as ANOMALY_KINDS, AmbiguousDatasetError, load_anomaly_dataset
 from .cityscapes import CityscapesSegmentation
-from .fishyscapes import CustomImages, Fishyscapes, OODFolder
+from .fishyscapes import CustomImages, Fishyscapes, LabelledImages, OODFolder
 from .io import CorruptFileError, DatasetNotFoundError, LabelValueError
 from .labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, colorize
 from .transforms import eval_transforms, train_transforms
 
 __all__ = [
-    "ADE20KNegatives", "CityscapesSegmentation", "CustomImages", "Fishyscapes", "OODFolder",
+    "ADE20KNegatives", "CityscapesSegmentation", "CustomImages", "Fishyscapes", "LabelledImages", "OODFolder",
+    "ANOMALY_KINDS", "AmbiguousDatasetError", "load_anomaly_dataset",
     "CorruptFileError", "DatasetNotFoundError", "LabelValueError",
     "CLASS_NAMES", "IGNORE_INDEX", "NUM_CLASSES", "colorize",
     "eval_transforms", "train_transforms", "datasets_from_profile",

@@ -80,6 +80,20 @@ def read_label(path: str | Path, allowed_values, dataset: str) -> np.ndarray:
     return label
 
 
+def read_mapped_label(path: str | Path, values: dict[int, int], dataset: str) -> np.ndarray:
+    """Read a label map and translate its on-disk values with ``values`` (file value -> new value).
+
+    Benchmarks store the same three meanings with different numbers (Road Anomaly marks
+    anomalies with 2, some Lost & Found packagings mark void with 2), so every format states
+    its own table; a value outside it raises :class:`LabelValueError` like :func:`read_label`.
+    """
+    label = read_label(path, values.keys(), dataset)
+    table = np.arange(256, dtype=np.uint8)  # identity outside ``values``: read_label rejected those
+    for on_disk, meaning in values.items():
+        table[on_disk] = meaning
+    return table[label]
+
+
 def check_same_size(image: torch.Tensor, label: np.ndarray | torch.Tensor, image_path, label_path):
     """Raise if an image and its label map differ in height/width."""
     if tuple(image.shape[-2:]) != tuple(label.shape[-2:]):
