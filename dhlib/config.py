@@ -74,7 +74,9 @@ class Profile:
     crop_size: int | tuple[int, int] = (256, 512)
     scale_range: tuple[float, float] = (1.0, 1.0)
     batch_size: int = 4
-    num_workers: int = 2
+    # Processes that decode and augment batches ahead of the training step (torch DataLoader);
+    # 0 = in the main process.
+    num_workers: int = 0
     # Probability that a crop is centred on a pixel of a class drawn uniformly from those
     # present (class-uniform sampling of NVIDIA's Cityscapes code, class_uniform_pct = 0.5),
     # so that poles, lights and signs are seen often enough. quick: 0 (whole scenes).

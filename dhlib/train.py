@@ -57,6 +57,8 @@ class SeededCrops(torch.utils.data.Dataset):
     """Training crops whose random augmentation is a function of (seed, epoch, index).
 
     That makes the data independent of worker processes and of where a run was resumed.
+    An item is asked for as ``(epoch, index)`` (what :class:`StepBatches` yields, so that
+    worker processes need no shared state) or as a plain index in ``self.epoch``.
     """
 
     def __init__(self, dataset, seed: int):
@@ -65,9 +67,10 @@ class SeededCrops(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.dataset)
 
-    def __getitem__(self, index):
+    def __getitem__(self, item):
+        epoch, index = item if isinstance(item, tuple) else (self.epoch, item)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed * 1_000_003 + self.epoch * len(self.dataset) + index)
+            torch.manual_seed(self.seed * 1_000_003 + epoch * len(self.dataset) + index)
             return self.dataset[index]
 
 
@@ -77,6 +80,25 @@ def epoch_batches(n: int, batch: int, seed: int, epoch: int, rank: int = 0, worl
     per_rank = n // world
     mine = order[rank * per_rank:(rank + 1) * per_rank]
     return [mine[k:k + batch].tolist() for k in range(0, len(mine) - batch + 1, batch)]
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """The batch sampler of the trainer's DataLoader: from step ``start`` on, the batch of each
+    step as ``[(epoch, index), ...]``, endlessly. It runs in the main process, so moving
+    ``start`` (a resume) needs no new workers."""
+
+    def __init__(self, n: int, batch: int, seed: int, rank: int = 0, world: int = 1):
+        self.n, self.batch, self.seed, self.rank, self.world, self.start = n, batch, seed, rank, world, 0
+        self.per_epoch = len(epoch_batches(n, batch, seed, 0, rank, world))
+
+    def __iter__(self):
+        step = self.start
+        while True:
+            epoch, position = divmod(step, self.per_epoch)
+            batches = epoch_batches(self.n, self.batch, self.seed, epoch, self.rank, self.world)
+            for indices in batches[position:]:
+                yield [(epoch, i) for i in indices]
+            step = (epoch + 1) * self.per_epoch
 
 
 def train_pixel_counts(dataset: CityscapesSegmentation, num_classes: int):
@@ -181,6 +203,9 @@ class TrainingSetup:
     scaler: torch.amp.GradScaler
     init: dict = field(default_factory=dict)  # what init_checkpoint loaded
     step: int = 0
+    loader: torch.utils.data.DataLoader | None = None  # batches from StepBatches
+    batch_iter: object = None       # the loader's iterator and the step it serves next
+    batch_iter_step: int = -1
 
 
 def training_data(profile, closed_set: bool, device, rank: int, world: int, progress: bool):
@@ -275,7 +300,7 @@ def setup_training(profile, resume: bool = False, steps: int | None = None, prog
     seg_opt = torch.optim.Adam(optimiser_groups(model, init["fresh"], profile.lr, profile.fresh_lr_mult),
                                lr=profile.lr, weight_decay=profile.weight_decay, eps=profile.optimizer_eps)
     seg_sched = torch.optim.lr_scheduler.LambdaLR(seg_opt, lr_factor(profile.lr_schedule, total_steps))
-    batches_per_epoch = len(epoch_batches(len(crops), profile.batch_size, profile.seed, 0, rank, world))
+    batches_per_epoch = StepBatches(len(crops), profile.batch_size, profile.seed, rank, world).per_epoch
     if batches_per_epoch == 0:
         raise ValueError(f"batch_size {profile.batch_size} × {world} ranks exceeds the {len(crops)} training images")
     flow_opt = flow_sched = None
@@ -294,7 +319,19 @@ def setup_training(profile, resume: bool = False, steps: int | None = None, prog
     elif rank == 0:
         (run_dir / "train_log.jsonl").unlink(missing_ok=True)
     setup.train_model = wrap_for_training(model, device, world, profile.compile)
+    setup.loader = training_loader(crops, profile, device, rank, world)
     return setup
+
+
+def training_loader(crops: SeededCrops, profile, device, rank: int, world: int):
+    """A DataLoader over the seeded crops in the trainer's batch order: ``num_workers``
+    processes decode and augment ahead of the step (pinned memory and persistent workers on
+    CUDA), and the batches are those of the single-process order, wherever a run resumes."""
+    workers = profile.num_workers
+    return torch.utils.data.DataLoader(crops, batch_sampler=StepBatches(len(crops), profile.batch_size, profile.seed,
+                                                                        rank, world),
+                                       num_workers=workers, pin_memory=device.type == "cuda",
+                                       persistent_workers=workers > 0, prefetch_factor=2 if workers else None)
 
 
 def lr_factor(schedule: str, total_steps: int):
@@ -341,14 +378,18 @@ def load_training_checkpoint(setup: TrainingSetup, path: Path) -> None:
 
 
 def next_batch(setup: TrainingSetup) -> tuple[torch.Tensor, torch.Tensor]:
-    """The batch of step ``setup.step``: this rank's slice of a seeded per-epoch permutation."""
-    epoch, position = divmod(setup.step, setup.batches_per_epoch)
-    setup.crops.epoch = epoch
-    p = setup.profile
-    indices = epoch_batches(len(setup.crops), p.batch_size, p.seed, epoch, setup.rank, setup.world)[position]
-    images, targets = map(torch.stack, zip(*(setup.crops[i] for i in indices)))
-    images, targets = images.to(setup.device), targets.to(setup.device)
-    if p.model != "wrn38" and setup.device.type == "cuda":
+    """The batch of step ``setup.step``: this rank's slice of a seeded per-epoch permutation.
+
+    Consecutive steps read ahead through the DataLoader; when ``setup.step`` moved otherwise
+    (a resume, a notebook repeating a step), the loader restarts at that step."""
+    if setup.batch_iter is None or setup.batch_iter_step != setup.step:
+        setup.loader.batch_sampler.start = setup.step
+        setup.batch_iter = iter(setup.loader)
+    images, targets = next(setup.batch_iter)
+    setup.batch_iter_step = setup.step + 1
+    images = images.to(setup.device, non_blocking=True)
+    targets = targets.to(setup.device, non_blocking=True)
+    if setup.profile.model != "wrn38" and setup.device.type == "cuda":
         images = images.contiguous(memory_format=torch.channels_last)
     return images, targets
 

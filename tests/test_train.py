@@ -18,6 +18,7 @@ def _args(profile, run_dir, steps):
                 "crop_size": 48, "flow_sample_min_side": 8, "flow_sample_max_side": 24, "negative_crop": 24, "negative_resize": 48, "batch_size": 2,
                 "flow_levels": 2, "flow_steps": 1, "flow_hidden": 8, "small_widths": "8,8,8,8,8",
                 "aspp_dim": 8, "fine_dim": 4, "train_steps": steps, "checkpoint_every": 5, "init_checkpoint": "none",
+                "num_workers": 2,  # worker processes must not change a single number
                 "runs_dir": str(run_dir)}
     for key, value in settings.items():
         args += ["--set", f"{key}={value}"]
@@ -91,6 +92,7 @@ def test_ddp_with_gloo_keeps_ranks_identical(tiny_profile, tmp_path):
                 "synthcity_anomaly_test": 4, "crop_size": 48, "flow_sample_min_side": 8, "flow_sample_max_side": 24, "negative_crop": 24, "negative_resize": 48,
                 "batch_size": 2, "flow_levels": 2, "flow_steps": 1, "flow_hidden": 8,
                 "small_widths": [8, 8, 8, 8, 8], "aspp_dim": 8, "fine_dim": 4, "train_steps": 4, "flow_every": 2, "init_checkpoint": None,
+                "num_workers": 1,
                 "checkpoint_every": 2, "runs_dir": str(tmp_path / "ddp"), "device": "cpu"}
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     result = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", str(script), json.dumps(settings)],
@@ -187,3 +189,28 @@ def test_void_pixels_are_inliers_of_l_cla_only_when_asked(tiny_profile, tmp_path
         void = (seg_t == 255) & (ood_t != 1)
         assert void.any()
         assert set(ood_t[void].unique().tolist()) == ({0} if as_inlier else {255})
+
+
+def test_step_batches_resume_anywhere_in_the_epoch_order():
+    from dhlib.train import StepBatches, epoch_batches
+    sampler = StepBatches(10, 3, seed=4)
+    expected = [[(e, i) for i in b] for e in range(4) for b in epoch_batches(10, 3, 4, e)]  # brute force
+    for start in (0, 2, 3, 7):
+        sampler.start = start
+        got = [b for _, b in zip(range(len(expected) - start), iter(sampler))]
+        assert got == expected[start:]
+
+
+def test_worker_processes_deliver_the_single_process_batches(tiny_profile, tmp_path):
+    from dhlib.train import next_batch, setup_training
+    runs = []
+    for workers in (0, 2):
+        setup = setup_training(_joint_profile(tiny_profile, tmp_path / str(workers), num_workers=workers,
+                                              synthetic_prob=0.0, train_steps=8), progress=False)
+        batches = []
+        for step in (0, 1, 2, 3, 5):  # consecutive reads, then a jump as a resume makes
+            setup.step = step
+            batches.append(next_batch(setup))
+        runs.append(batches)
+    for (a_img, a_tgt), (b_img, b_tgt) in zip(*runs):
+        assert torch.equal(a_img, b_img) and torch.equal(a_tgt, b_tgt)
