@@ -172,3 +172,15 @@ def test_small_model_input_scale_looks_at_a_resized_scene():
         SmallDeepLabTH(19, input_scale=0)
     with pytest.raises(ValueError, match="input_scale applies to the small model only"):
         load_profile("paper", input_scale=0.5)
+
+
+def test_paper_model_reads_its_profile_and_the_released_head():
+    """build_model honours aspp_dim / fine_dim / aspp_rates for wrn38, and the OOD head's
+    BatchNorm has the released model's momentum (models/deeplabv3/deeplabv3.py: 0.01)."""
+    from dhlib.config import load_profile
+    from dhlib.models import build_model
+    model = build_model(load_profile("paper", aspp_dim=64, fine_dim=16, aspp_rates=(6, 12, 18)))
+    assert model.bot_fine.out_channels == 16 and model.bot_aspp.out_channels == 64
+    assert [branch[0].dilation[0] for branch in model.aspp.features[1:]] == [6, 12, 18]
+    assert model.logits_ood.norm.num_features == 64 + 16 and model.logits_ood.norm.momentum == 0.01
+    assert build_model(load_profile("paper")).logits_ood.norm.num_features == 256 + 48
