@@ -156,9 +156,8 @@ def evaluate(profile: Profile, checkpoint: str | None = None, dataset: str | Non
     device = "cuda" if torch_cuda_available() and profile.device != "cpu" else "cpu"
     model.to(device)
     if dataset in (None, "fishyscapes"):
-        if profile.use_synthcity:
-            from .data.synthcity import export
-            export(profile=profile)
+        from .data import synthcity
+        synthcity.ensure(profile)
         data = Fishyscapes(profile.path("fishyscapes_root"), profile.fishyscapes_split)
     else:
         data = benchmark_dataset(dataset, kind)
@@ -338,13 +337,17 @@ def main(argv=None) -> None:
         parser.error(str(err))
     if args.names and args.command not in ("ship-weights", "score"):
         parser.error(f"{args.command} takes no positional arguments (got {' '.join(args.names)})")
-    from .data.io import LabelValueError
+    from .data.io import CorruptFileError, DatasetNotFoundError, LabelValueError
+    from .data.synthcity import SynthCityConflict
+    from .models.checkpoints import CheckpointError
     from .models.weights import WeightsError
     from .train import InitCheckpointError
     args.command_line = "python -m dhlib " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
         run_command(parser, args, profile)
-    except (WeightsError, InitCheckpointError, LabelValueError) as err:  # a file to fetch or fix: no traceback
+    except (WeightsError, InitCheckpointError, CheckpointError, DatasetNotFoundError, CorruptFileError,
+            LabelValueError, SynthCityConflict) as err:
+        # a file to fetch or fix, not a bug: the message without a traceback
         raise SystemExit(f"error: {err}") from None
 
 

@@ -103,15 +103,14 @@ def format_ablation(results: list[dict]) -> str:
 
 def ablate(profile, variants=None, progress: bool = True) -> list[dict]:
     """Run the variants (default: all five) and write ``ablation.json`` and ``ablation.md``."""
-    from .data.synthcity import export
+    from .data import synthcity
     from .flows.pretrain import pretrain_flow
 
     variants = list(variants or VARIANTS)
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         raise ValueError(f"unknown ablation variant(s) {unknown}; choose from {list(VARIANTS)}")
-    if profile.use_synthcity:
-        export(profile=profile, progress=progress)
+    synthcity.ensure(profile, progress)
     if not (profile.path("runs_dir") / "flow.pt").exists():
         pretrain_flow(profile, resume=True, progress=progress)
     results = [run_variant(profile, name, progress) for name in variants]

@@ -48,9 +48,13 @@ class Profile:
 
     # --- datasets (the real formats; SynthCity writes the same trees) -------------------
     use_synthcity: bool = True  # quick: generate the trees; paper: read the downloaded ones
-    cityscapes_root: str = "data/synthcity/cityscapes"
-    ade20k_root: str = "data/synthcity/ade20k/ADEChallengeData2016"
-    fishyscapes_root: str = "data/synthcity/fishyscapes"
+    # Where SynthCity writes its three trees. It writes nowhere else, and never into a folder it
+    # did not make; `{synthcity_root}` in a root below stands for this folder. A root pointed
+    # elsewhere (your own Cityscapes, say) is read as it is, and SynthCity leaves it alone.
+    synthcity_root: str = "data/synthcity"
+    cityscapes_root: str = "{synthcity_root}/cityscapes"
+    ade20k_root: str = "{synthcity_root}/ade20k/ADEChallengeData2016"
+    fishyscapes_root: str = "{synthcity_root}/fishyscapes"
     fishyscapes_split: str = "Static"  # 'Static' or 'LostAndFound'
     custom_root: str = "data/custom_fs_static"
     num_classes: int = 19  # Cityscapes train ids; SynthCity uses a subset of them
@@ -188,8 +192,9 @@ class Profile:
     extra: dict = field(default_factory=dict)  # free-form notes carried into run logs
 
     def path(self, name: str) -> Path:
-        """Resolve the path field ``name`` (e.g. ``'cityscapes_root'``) to an absolute path."""
-        p = Path(getattr(self, name)).expanduser()
+        """Resolve the path field ``name`` (e.g. ``'cityscapes_root'``) to an absolute path;
+        ``{synthcity_root}`` in it stands for that field."""
+        p = Path(str(getattr(self, name)).replace("{synthcity_root}", self.synthcity_root)).expanduser()
         return p if p.is_absolute() else project_root() / p
 
 

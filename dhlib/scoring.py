@@ -39,7 +39,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .models import CheckpointMismatchError, weights
+from .models import weights
+from .models.checkpoints import CheckpointError
 from .scores import SCORES
 
 WEIGHTS = "quick-densehybrid"
@@ -258,12 +259,8 @@ def load_scorer(checkpoint=None) -> tuple[torch.nn.Module, str]:
         return model, f"the shipped {WEIGHTS} weights ({shipped.path}, sha256 {shipped.sha256[:12]}…)"
     try:
         model = weights.load_model(WEIGHTS, path=checkpoint)
-    except (FileNotFoundError, CheckpointMismatchError) as err:  # these messages say what to do
+    except (FileNotFoundError, CheckpointError) as err:  # missing, unreadable, foreign: the message says what to do
         detail = str(err)
-    except Exception as err:  # torch.load on a truncated file or a non-checkpoint: long texts that
-        # suggest weights_only=False, which this package never does (it could run code from the file)
-        detail = (f"it is not a readable PyTorch checkpoint (truncated, or not a state_dict written by "
-                  f"torch.save) [{type(err).__name__}]")
     else:
         return model, f"{checkpoint} in the {WEIGHTS} architecture (not the shipped weights)"
     raise ScoringError(f"cannot load --checkpoint {checkpoint} into the {WEIGHTS} model "

@@ -210,9 +210,9 @@ class TrainingSetup:
 
 def training_data(profile, closed_set: bool, device, rank: int, world: int, progress: bool):
     """The seeded training crops, the negatives (None in the closed-set stage) and L_d's class weights."""
-    if profile.use_synthcity and rank == 0:
-        from .data.synthcity import export
-        export(profile=profile, progress=progress)
+    if rank == 0:
+        from .data import synthcity
+        synthcity.ensure(profile, progress)
     if world > 1:
         torch.distributed.barrier()
     crops = SeededCrops(CityscapesSegmentation(profile.path("cityscapes_root"), "train",

@@ -221,7 +221,7 @@ def test_checkpoint_keeps_the_card_threshold_and_threshold_overrides_it(shipped,
     with pytest.raises(SystemExit) as err:
         main(["score", str(tmp_path / "in"), "--checkpoint", str(tmp_path / "in" / "street.png"),
               "--out", str(tmp_path)])
-    assert "street.png" in str(err.value) and "not a readable PyTorch checkpoint" in str(err.value)
+    assert "street.png" in str(err.value) and "truncated, corrupt or not a PyTorch file" in str(err.value)
 
 
 def test_missing_shipped_weights_is_a_clear_error_without_traceback(shipped, tmp_path):

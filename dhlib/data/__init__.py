@@ -21,9 +21,8 @@ def datasets_from_profile(profile, train_augment: bool = True) -> dict:
 
     In the quick tier the SynthCity trees are written first if they are missing.
     """
-    if profile.use_synthcity:
-        from .synthcity import export
-        export(profile=profile, progress=False)
+    from . import synthcity
+    synthcity.ensure(profile, progress=False)
     train_tf = train_transforms(profile.crop_size, profile.scale_range, class_uniform=profile.class_uniform) if train_augment else None
     return {
         "train": CityscapesSegmentation(profile.path("cityscapes_root"), "train", train_tf),

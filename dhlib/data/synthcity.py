@@ -37,7 +37,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -920,31 +919,88 @@ def _write_jpg(path: Path, array: np.ndarray):
     os.replace(tmp, path)
 
 
+def export_files(kind: str, index: int) -> list[str]:
+    """The files (relative to the SynthCity root) that image ``index`` of ``kind`` is written to,
+    in the order :func:`_export_one` writes them: the one naming rule for writing and removing."""
+    if kind in ("train", "val"):
+        city, stem = cityscapes_stem(kind, index)
+        return [f"cityscapes/leftImg8bit/{kind}/{city}/{stem}_leftImg8bit.png",
+                f"cityscapes/gtFine/{kind}/{city}/{stem}_gtFine_labelIds.png"]
+    if kind == "negatives":
+        name = f"ADE_train_{index + 1:08d}"
+        return [f"ade20k/ADEChallengeData2016/images/training/{name}.jpg",
+                f"ade20k/ADEChallengeData2016/annotations/training/{name}.png"]
+    name = f"synthcity_{index:04d}"
+    return [f"fishyscapes/Static/original/{name}.png", f"fishyscapes/Static/labels/{name}.png",
+            f"fishyscapes/Static/semantic/{name}_gtFine_labelIds.png"]
+
+
 def _export_one(job):
     kind, root, seed, index, h, w = job
-    root = Path(root)
+    paths = [Path(root) / f for f in export_files(kind, index)]
     if kind in ("train", "val"):
         image, ids = render_scene(seed, index, h, w, stream=kind)
-        city, stem = cityscapes_stem(kind, index)
-        _write_png(root / "cityscapes/leftImg8bit" / kind / city / f"{stem}_leftImg8bit.png", image)
-        _write_png(root / "cityscapes/gtFine" / kind / city / f"{stem}_gtFine_labelIds.png", ids)
+        _write_png(paths[0], image)
+        _write_png(paths[1], ids)
     elif kind == "negatives":
         image, classes = render_negative(seed, index)
-        ade = root / "ade20k/ADEChallengeData2016"
-        name = f"ADE_train_{index + 1:08d}"
-        _write_jpg(ade / "images/training" / f"{name}.jpg", image)
-        _write_png(ade / "annotations/training" / f"{name}.png", classes)
+        _write_jpg(paths[0], image)
+        _write_png(paths[1], classes)
     else:
         image, ood, ids = render_anomaly_scene(seed, index, h, w)
-        fs = root / "fishyscapes/Static"
-        name = f"synthcity_{index:04d}"
-        _write_png(fs / "original" / f"{name}.png", image)
-        _write_png(fs / "labels" / f"{name}.png", ood)
-        _write_png(fs / "semantic" / f"{name}_gtFine_labelIds.png", ids)
+        for path, array in zip(paths, (image, ood, ids)):
+            _write_png(path, array)
+
+
+# The folders an export creates directly under its root; the marker lists those it made.
+TREES = ("cityscapes", "ade20k", "fishyscapes")
+KINDS = ("train", "val", "negatives", "anomalies")
+
+
+class SynthCityConflict(RuntimeError):
+    """SynthCity would write into, or remove from, a folder it did not create."""
+
+
+def export_manifest(prof) -> dict:
+    """What an export of the profile's settings writes: the generator and every size."""
+    return {"generator": GENERATOR_VERSION, "seed": prof.synthcity_seed, "height": prof.synthcity_height,
+            "width": prof.synthcity_width, "train": prof.synthcity_train, "val": prof.synthcity_val,
+            "negatives": prof.synthcity_negatives, "anomalies": prof.synthcity_anomaly_test}
+
+
+def owned_trees(root: Path, marker: dict | None) -> list[str]:
+    """The trees under ``root`` this package may write into: those SynthCity made, or none yet.
+
+    A tree folder that exists but is not in the marker's ``made`` list belongs to someone else:
+    the export stops instead of mixing its files with theirs. (A marker without ``made``
+    predates the list; those exports always made all three trees.)
+    """
+    made = TREES if marker is not None and "made" not in marker else tuple((marker or {}).get("made", ()))
+    foreign = [root / t for t in TREES if (root / t).exists() and t not in made]
+    if foreign:
+        raise SynthCityConflict(
+            f"{foreign[0]} exists and was not written by SynthCity, so it is left as it is. Point "
+            f"synthcity_root at a new or empty folder (--set synthcity_root=...), or move that folder away.")
+    return [t for t in TREES if t in made]
+
+
+def remove_export(root: Path, manifest: dict, trees) -> None:
+    """Remove exactly the files an earlier export wrote, then the folders it made if they are
+    empty: files someone else put among them survive, with the folders that hold them."""
+    for kind in KINDS:
+        for index in range(manifest.get(kind, 0)):
+            for rel in export_files(kind, index):
+                (root / rel).unlink(missing_ok=True)
+    for tree in trees:
+        for folder in sorted((p for p in (root / tree).rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            if not any(folder.iterdir()):
+                folder.rmdir()
+        if (root / tree).is_dir() and not any((root / tree).iterdir()):
+            (root / tree).rmdir()
 
 
 def export(root=None, profile="quick", workers: int | None = None, progress: bool = True) -> Path:
-    """Write the SynthCity trees under ``root`` (default: the profile's data folder).
+    """Write the SynthCity trees under ``root`` (default: the profile's ``synthcity_root``).
 
     Layout (all formats as the real datasets ship them)::
 
@@ -955,32 +1011,39 @@ def export(root=None, profile="quick", workers: int | None = None, progress: boo
         root/fishyscapes/Static/original/synthcity_XXXX.png   RGB
         root/fishyscapes/Static/labels/synthcity_XXXX.png     0 inlier, 1 anomaly, 255 void
         root/fishyscapes/Static/semantic/synthcity_XXXX_gtFine_labelIds.png  (extra: the street)
-        root/synthcity.json                                     what was written, for re-use
+        root/synthcity.json    the settings, and which of the three folders the export made
 
-    A finished export is recognised by ``synthcity.json`` and not redone unless its
-    settings (or the generator version) differ; then the old trees are replaced whole.
-    The marker is written last, so an interrupted export is completed by the next call.
-    Images are rendered in parallel (``workers`` processes).
+    A finished export is recognised by ``synthcity.json`` and not redone unless its settings
+    (or the generator version) differ; then exactly the files the old export wrote are removed
+    (:func:`export_files` names them) before the new ones are written. Nothing is written into,
+    or removed from, a folder SynthCity did not make (:class:`SynthCityConflict`). The marker
+    is written last, so an interrupted export is completed by the next call. Images are
+    rendered in parallel (``workers`` processes).
     """
     from ..config import Profile, load_profile
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
-    root = Path(root) if root is not None else prof.path("cityscapes_root").parent
-    manifest = {"generator": GENERATOR_VERSION, "seed": prof.synthcity_seed, "height": prof.synthcity_height,
-                "width": prof.synthcity_width, "train": prof.synthcity_train,
-                "val": prof.synthcity_val, "negatives": prof.synthcity_negatives,
-                "anomalies": prof.synthcity_anomaly_test}
-    marker = root / "synthcity.json"
-    if marker.exists():
-        if json.loads(marker.read_text()) == manifest:
-            return root
-        # An export with other settings (or an older generator) is ours to replace: remove
-        # it whole, so no file of the old export survives among the new ones.
+    root = Path(root) if root is not None else prof.path("synthcity_root")
+    manifest, marker = export_manifest(prof), root / "synthcity.json"
+    old = json.loads(marker.read_text()) if marker.exists() else None
+    if old is not None and {k: v for k, v in old.items() if k != "made"} == manifest:
+        return root
+    owned = owned_trees(root, old)
+    made = sorted(set(owned) | {t for t in TREES if not (root / t).exists()})
+    if old is not None:  # other settings or an older generator: take the old export away first
         marker.unlink()
-        for tree in ("cityscapes", "ade20k", "fishyscapes"):
-            shutil.rmtree(root / tree, ignore_errors=True)
+        remove_export(root, old, owned)
     jobs = [(kind, str(root), prof.synthcity_seed, i, prof.synthcity_height, prof.synthcity_width)
-            for kind in ("train", "val", "negatives", "anomalies") for i in range(manifest[kind])]
-    workers = workers or min(os.cpu_count() or 1, 8)
+            for kind in KINDS for i in range(manifest[kind])]
+    print(f"SynthCity: writing {len(jobs)} images under {root}")  # a command wrote data: say where
+    _render_all(jobs, workers or min(os.cpu_count() or 1, 8), progress, root)
+    tmp = marker.with_name(marker.name + ".tmp")
+    tmp.write_text(json.dumps(manifest | {"made": made}, indent=2))
+    os.replace(tmp, marker)
+    return root
+
+
+def _render_all(jobs, workers: int, progress: bool, root: Path) -> None:
+    """Render and write every job, in ``workers`` processes, with a progress bar."""
     from tqdm.auto import tqdm
     bar = tqdm(total=len(jobs), desc=f"SynthCity -> {root}", disable=not progress, unit="img")
     if workers > 1:
@@ -992,7 +1055,20 @@ def export(root=None, profile="quick", workers: int | None = None, progress: boo
             _export_one(job)
             bar.update()
     bar.close()
-    tmp = marker.with_name(marker.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, marker)
-    return root
+
+
+def uses_synthcity(profile) -> bool:
+    """Whether the profile reads any of its three datasets from under ``synthcity_root``: only
+    then does a command need SynthCity, and write it when it is missing."""
+    if not profile.use_synthcity:
+        return False
+    root = profile.path("synthcity_root").resolve()
+    return any(profile.path(name).resolve().is_relative_to(root)
+               for name in ("cityscapes_root", "ade20k_root", "fishyscapes_root"))
+
+
+def ensure(profile, progress: bool = True) -> None:
+    """Write SynthCity for a command that reads it (:func:`uses_synthcity`) and finds it missing
+    or stale; a profile that reads only real datasets is left alone."""
+    if uses_synthcity(profile):
+        export(profile=profile, progress=progress)

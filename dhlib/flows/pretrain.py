@@ -77,9 +77,8 @@ def held_out_bits_per_dim(flow, crops: torch.Tensor, batch: int = 128) -> float:
 def pretrain_flow(profile, resume: bool = False, steps: int | None = None, progress: bool = True,
                   device: str | None = None) -> dict:
     """Train ``build_flow(profile)`` on inlier crops; returns a summary dict (also saved)."""
-    if profile.use_synthcity:
-        from ..data.synthcity import export
-        export(profile=profile, progress=progress)
+    from ..data import synthcity
+    synthcity.ensure(profile, progress)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() and profile.device != "cpu" else "cpu"))
     run_dir = Path(profile.path("runs_dir"))
     run_dir.mkdir(parents=True, exist_ok=True)

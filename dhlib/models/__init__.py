@@ -4,12 +4,12 @@
 ``SmallDeepLabTH`` the CPU-sized model of the quick tier; ``build_model(profile)`` picks one.
 """
 from .attention import ResidualCBAM
-from .checkpoints import CheckpointMismatchError, LoadReport, load_checkpoint, save_state_dict
+from .checkpoints import CheckpointError, CheckpointMismatchError, LoadReport, load_checkpoint, save_state_dict
 from .deeplabv3plus import ASPP, DeepWV3PlusTH, OODHead, TwoHeadDeepLab
 from .small import SmallDeepLabTH
 from . import weights
 
-__all__ = ["ASPP", "CheckpointMismatchError", "DeepWV3PlusTH", "LoadReport", "OODHead",
+__all__ = ["ASPP", "CheckpointError", "CheckpointMismatchError", "DeepWV3PlusTH", "LoadReport", "OODHead",
            "ResidualCBAM", "SmallDeepLabTH", "TwoHeadDeepLab", "build_model", "load_checkpoint",
            "save_state_dict", "weights"]
 

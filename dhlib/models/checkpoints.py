@@ -24,7 +24,19 @@ FRESH_PREFIXES = ("attention.",)
 ONE_HEAD_FRESH_PREFIXES = ("logits_ood.",)
 
 
-class CheckpointMismatchError(RuntimeError):
+class CheckpointError(Exception):
+    """A checkpoint file the user has to fix: the message names it and says what to do."""
+
+
+class CheckpointMissingError(CheckpointError, FileNotFoundError):
+    """The checkpoint file does not exist."""
+
+
+class CheckpointReadError(CheckpointError):
+    """The file cannot be read as tensors: truncated, corrupt, or not a PyTorch checkpoint."""
+
+
+class CheckpointMismatchError(CheckpointError, RuntimeError):
     """The checkpoint's keys or shapes do not fit the model."""
 
 
@@ -34,6 +46,25 @@ class LoadReport:
     layout: str
     loaded: int
     fresh: list = field(default_factory=list)
+
+
+def read_tensors(path: Path):
+    """``torch.load`` of tensors only, with a message that says what is wrong with the file."""
+    import pickle
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Unsupported global" not in str(err):  # not a pickle of tensors at all
+            raise CheckpointReadError(f"cannot read checkpoint {path}: it is truncated, corrupt or not a PyTorch "
+                                      "file. Download or save it again.") from None
+        # weights_only refuses to rebuild pickled objects: that would run code from the file
+        raise CheckpointReadError(
+            f"checkpoint {path} holds Python objects, not only tensors, and is not loaded (that would run "
+            f"code from the file). Save its state_dict with torch.save(model.state_dict(), ...).") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:  # torn zip archives, other formats
+        raise CheckpointReadError(
+            f"cannot read checkpoint {path}: it is truncated, corrupt or not a PyTorch file "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else '-'}). Download or save it again.") from None
 
 
 def _unwrap(obj, path) -> dict:
@@ -55,8 +86,9 @@ def load_checkpoint(model: torch.nn.Module, path, *, strict: bool = True) -> Loa
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    state = _unwrap(torch.load(path, map_location="cpu", weights_only=True), path)
+        raise CheckpointMissingError(f"checkpoint {path} does not exist: check the path (a model.pt of a run, "
+                                     "NVIDIA's or the official DenseHybrid file)")
+    state = _unwrap(read_tensors(path), path)
     prefixed = all(k.startswith("module.") for k in state)
     if prefixed:
         state = {k[len("module."):]: v for k, v in state.items()}
