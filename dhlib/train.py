@@ -300,7 +300,8 @@ def setup_training(profile, resume: bool = False, steps: int | None = None, prog
     seg_opt = torch.optim.Adam(optimiser_groups(model, init["fresh"], profile.lr, profile.fresh_lr_mult),
                                lr=profile.lr, weight_decay=profile.weight_decay, eps=profile.optimizer_eps)
     seg_sched = torch.optim.lr_scheduler.LambdaLR(seg_opt, lr_factor(profile.lr_schedule, total_steps))
-    batches_per_epoch = StepBatches(len(crops), profile.batch_size, profile.seed, rank, world).per_epoch
+    loader = training_loader(crops, profile, device, rank, world)
+    batches_per_epoch = loader.batch_sampler.per_epoch
     if batches_per_epoch == 0:
         raise ValueError(f"batch_size {profile.batch_size} × {world} ranks exceeds the {len(crops)} training images")
     flow_opt = flow_sched = None
@@ -313,13 +314,12 @@ def setup_training(profile, resume: bool = False, steps: int | None = None, prog
     setup = TrainingSetup(profile, device, rank, world, run_dir, total_steps, closed_set, crops, negatives,
                           class_weights, model, model, flow, seg_opt, seg_sched, flow_opt, flow_sched,
                           torch.Generator().manual_seed(profile.seed * 31 + rank), batches_per_epoch, amp_dtype,
-                          torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16), init)
+                          torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16), init, loader=loader)
     if resume and (run_dir / "checkpoint.pt").exists():
         load_training_checkpoint(setup, run_dir / "checkpoint.pt")
     elif rank == 0:
         (run_dir / "train_log.jsonl").unlink(missing_ok=True)
     setup.train_model = wrap_for_training(model, device, world, profile.compile)
-    setup.loader = training_loader(crops, profile, device, rank, world)
     return setup
 
 
