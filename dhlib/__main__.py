@@ -19,7 +19,9 @@ Commands available now:
 * ``ablate``     train and evaluate the profile as it is, b = 0 / 0.5 / 1 and attention off (``--variant`` picks
                  some); writes ``runs/<profile>/ablation/ablation.md`` (re-run to resume);
 * ``score``      ``PATH... [--checkpoint FILE] [--threshold T] [--out DIR]``: the shipped DenseHybrid
-                 model on your own images (files or folders); a heatmap and a binary mask per image.
+                 model on your own images (files or folders); a heatmap and a binary mask per image;
+* ``report``     ``[RESULTS_JSON ...] [--out FILE]``: append runs' results (default: every
+                 ``runs/*/results.json``) to ``docs/RESULTS.md`` with date, commit and machine.
 
 
 """
@@ -62,7 +64,7 @@ def figures(profile: Profile) -> list:
 
     from . import viz
     from .data import datasets_from_profile
-    from .negatives import paste_real_negatives
+    from .negatives import NegativeRecipe, paste_real_negatives
 
     out = profile.path("figures_dir")
     data = datasets_from_profile(profile, train_augment=False)
@@ -87,7 +89,7 @@ def figures(profile: Profile) -> list:
     generator = torch.Generator().manual_seed(profile.seed)
     image, target = val[0]
     mixed, seg, ood, boxes = paste_real_negatives(image[None], target[None], data["negatives"],
-                                                  profile, generator)
+                                                  NegativeRecipe.from_profile(profile), generator)
     keep(viz.show_pasting(image, target, mixed[0], seg[0], ood[0], boxes[0],
                           "negative pasting (a released-code cut: rectangle or class union)"), "data_pasting.png")
     log = profile.path("runs_dir") / "train_log.jsonl"
@@ -145,32 +147,31 @@ def evaluate(profile: Profile, checkpoint: str | None = None, dataset: str | Non
     ``track``: 'anomaly' or 'obstacle', the SegmentMeIfYouCan track whose size limits the
     component metrics use (default: the track of a SegmentMeIfYouCan dataset).
     """
-    from .data import Fishyscapes
-    from .evaluation import THKLOODEvaluation
-    from .models import build_model, load_checkpoint
+    from .devices import select_device
+    from .evaluation import evaluate_checkpoint
+    from .models import build_model
     if not checkpoint:
         raise SystemExit("evaluate needs --checkpoint PATH: a DenseHybrid / NVIDIA checkpoint or "
                          "a model.pt written by this package")
-    model = build_model(profile)
-    report = load_checkpoint(model, checkpoint)
-    device = "cuda" if torch_cuda_available() and profile.device != "cpu" else "cpu"
-    model.to(device)
-    if dataset in (None, "fishyscapes"):
-        from .data import synthcity
-        synthcity.ensure(profile)
-        data = Fishyscapes(profile.path("fishyscapes_root"), profile.fishyscapes_split)
-    else:
-        data = benchmark_dataset(dataset, kind)
-        # a SegmentMeIfYouCan track's own size limits, unless --track says otherwise
-        track = track or {"smiyc-anomaly": "anomaly", "smiyc-obstacle": "obstacle"}.get(data.kind)
-    evaluation = THKLOODEvaluation(model, data)
-    evaluation.run()
-    evaluation.component_metrics("hybrid", track=track)
-    print(f"{checkpoint} ({report.layout}) on {len(data)} images:")
+    data, track = evaluation_dataset(profile, dataset, kind, track)
+    model = build_model(profile).to(select_device(profile.device))
+    evaluation = evaluate_checkpoint(model, checkpoint, data, track=track)
+    print(f"{checkpoint} ({evaluation.layout}) on {len(data)} images:")
     print(evaluation.format_table())
     for path in evaluation.figures(profile.path("figures_dir")):
         print(f"wrote {path}")
     return evaluation.results
+
+
+def evaluation_dataset(profile: Profile, dataset: str | None, kind: str | None, track: str | None):
+    """The dataset ``evaluate`` reads, and the component track it implies (see there)."""
+    if dataset in (None, "fishyscapes"):
+        from .data import Fishyscapes, synthcity
+        synthcity.ensure(profile)
+        return Fishyscapes(profile.path("fishyscapes_root"), profile.fishyscapes_split), track
+    data = benchmark_dataset(dataset, kind)
+    # a SegmentMeIfYouCan track's own size limits, unless --track says otherwise
+    return data, track or {"smiyc-anomaly": "anomaly", "smiyc-obstacle": "obstacle"}.get(data.kind)
 
 
 def benchmark_dataset(root: str, kind: str | None = None):
@@ -200,11 +201,6 @@ def ship_weights(profile: Profile, name: str) -> dict:
     return card
 
 
-def torch_cuda_available() -> bool:
-    import torch
-    return torch.cuda.is_available()
-
-
 def peak_memory_mb() -> float:
     """Peak resident memory of this process and its finished children, in MB (Linux)."""
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -219,53 +215,54 @@ def demo(profile: Profile, command: str | None = None) -> dict:
     """
     import json
 
-    import torch
-
+    from .checkpointing import atomic_write_text
     from .data import Fishyscapes
-    from .evaluation import THKLOODEvaluation
-    from .models import build_model, load_checkpoint
+    from .devices import select_device
+    from .evaluation import evaluate_checkpoint, format_results, summary
+    from .models import build_model
     from .provenance import record_run_info
-    from .train import resolve_init_checkpoint, train, validation_miou
+    from .train import train, validation_miou
+    from .train_setup import resolve_init_checkpoint
     start = time.perf_counter()
     run_dir = profile.path("runs_dir")
     make_data(profile)
     init_path, init_sha = resolve_init_checkpoint(profile)
-    miou_init = None
-    if init_path is not None:  # the cost of fine-tuning in closed-set mIoU, as the papers report
-        initial = build_model(profile)
-        print(f"fine-tuning from {init_path} ({load_checkpoint(initial, init_path).layout})")
-        miou_init = validation_miou(initial, profile)
+    miou_init = initial_miou(profile, init_path)
     if profile.synthetic_prob > 0:
         train_flow(profile)
     record_run_info(run_dir, profile, command)
-    summary = train(profile)
-    model = build_model(profile)
-    load_checkpoint(model, run_dir / "model.pt")
+    trained = train(profile)
+    model = build_model(profile).to(select_device(profile.device))
+    evaluation = evaluate_checkpoint(model, run_dir / "model.pt",
+                                     Fishyscapes(profile.path("fishyscapes_root"), profile.fishyscapes_split))
     miou = validation_miou(model, profile)
-    evaluation = THKLOODEvaluation(model, Fishyscapes(profile.path("fishyscapes_root"), profile.fishyscapes_split))
-    table = evaluation.run()
-    evaluation.component_metrics("hybrid")
     evaluation.figures(profile.path("figures_dir"))
     figures(profile)
     wall = time.perf_counter() - start
-    open_set = evaluation.results["open_set"] or {}
     results = {"profile": profile.name, "wall_time_s": round(wall, 1), "peak_memory_mb": round(peak_memory_mb()),
                "init_checkpoint": {"path": str(init_path) if init_path else None, "sha256": init_sha},
-               "mIoU_init": miou_init, "mIoU": miou, "open_mIoU": open_set.get("open_mIoU"),
-               "scores": {name: {k: table[k][i] for k in ("AP", "AUROC", "FPR95")}
-                          for i, name in enumerate(table["score"])},
-               "components_hybrid": {k: v for k, v in evaluation.results["components"].items() if k != "F1"},
-               "train_steps": summary["steps"], "flow_steps_skipped": summary["flow_steps_skipped"]}
-    tmp = run_dir / "results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=2))
-    tmp.replace(run_dir / "results.json")
+               "mIoU_init": miou_init, "mIoU": miou, **summary(evaluation.results),
+               "train_steps": trained["steps"], "flow_steps_skipped": trained["flow_steps_skipped"]}
+    atomic_write_text(json.dumps(results, indent=2), run_dir / "results.json")
     before = f" (before fine-tuning {100 * miou_init:.2f})" if miou_init is not None else " (from random weights)"
-    print(f"\nDenseHybrid Lab demo ({profile.name}): {summary['steps']} training steps "
-          f"({summary['flow_steps_skipped']} non-finite flow steps skipped), val mIoU {100 * miou:.2f}{before}")
-    print(evaluation.format_table())
+    print(f"\nDenseHybrid Lab demo ({profile.name}): {trained['steps']} training steps "
+          f"({trained['flow_steps_skipped']} non-finite flow steps skipped), val mIoU {100 * miou:.2f}{before}")
+    print(format_results(evaluation.results))
     print(f"wall time {wall:.0f} s, peak memory {peak_memory_mb():.0f} MB; "
           f"{run_dir / 'model.pt'} and {run_dir / 'results.json'} written")
     return results
+
+
+def initial_miou(profile: Profile, init_path) -> float | None:
+    """Val mIoU of the checkpoint fine-tuning starts from (None from random weights): the cost
+    of fine-tuning in closed-set mIoU, as the papers report it."""
+    from .models import build_model, load_checkpoint
+    from .train import validation_miou
+    if init_path is None:
+        return None
+    initial = build_model(profile)
+    print(f"fine-tuning from {init_path} ({load_checkpoint(initial, init_path).layout})")
+    return validation_miou(initial, profile)
 
 
 def ablate(profile: Profile, variants=None) -> list:
@@ -296,9 +293,55 @@ def score(paths, checkpoint=None, threshold=None, out=None) -> tuple[int, int]:
 # ---- end of score -------------------------------------------------------------------------
 
 
-COMMANDS = {"make-data": make_data, "figures": figures, "train-flow": train_flow, "pretrain": pretrain,
-            "train": train_segmenter, "ship-weights": ship_weights,
-            "evaluate": evaluate, "demo": demo, "ablate": ablate, "score": score}
+class UsageError(Exception):
+    """A command line that cannot run as given: shown with the usage, like argparse's own errors."""
+
+
+def _ship_weights(args, profile):
+    if len(args.names) != 1:
+        raise UsageError("ship-weights needs one NAME: quick-closed-set or quick-densehybrid")
+    return ship_weights(profile, args.names[0])
+
+
+def _evaluate(args, profile):
+    if args.kind and args.dataset in (None, "fishyscapes"):
+        raise UsageError("--kind goes with --dataset DIR: the kind of the tree in DIR")
+    return evaluate(profile, args.checkpoint, args.dataset, track=args.track, kind=args.kind)
+
+
+def _score(args, profile):
+    if not args.names:
+        raise UsageError("score needs at least one PATH: an image file or a folder of images")
+    return score(args.names, args.checkpoint, args.threshold, args.out)
+
+
+def _report(args, profile):
+    from .report import report
+    return report(args.names or None, args.out)
+
+
+def _ablate(args, profile):
+    try:
+        return ablate(profile, args.variant)
+    except ValueError as err:  # an unknown --variant
+        raise UsageError(str(err)) from None
+
+
+# Every command: its name on the command line -> a function of (parsed arguments, profile).
+COMMANDS = {
+    "make-data": lambda args, profile: make_data(profile),
+    "figures": lambda args, profile: figures(profile),
+    "train-flow": lambda args, profile: train_flow(profile, resume=args.resume),
+    "pretrain": lambda args, profile: pretrain(profile, resume=args.resume, command=args.command_line),
+    "train": lambda args, profile: train_segmenter(profile, resume=args.resume, command=args.command_line),
+    "ship-weights": _ship_weights,
+    "evaluate": _evaluate,
+    "demo": lambda args, profile: demo(profile, command=args.command_line),
+    "ablate": _ablate,
+    "score": _score,
+    "report": _report,
+}
+TAKES_NAMES = ("ship-weights", "score", "report")  # the commands with positional arguments
 
 
 def main(argv=None) -> None:
@@ -307,7 +350,7 @@ def main(argv=None) -> None:
     parser.add_argument("command", choices=sorted(COMMANDS))
     parser.add_argument("names", nargs="*", metavar="NAME",
                         help="ship-weights: the shipped name (quick-closed-set, quick-densehybrid); "
-                             "score: image files and/or folders of images (PATH...)")
+                             "score: image files and/or folders of images (PATH...); report: results.json files")
     parser.add_argument("--profile", choices=PROFILES, default=os.environ.get("DHLIB_PROFILE", "quick"),
                         help="quick (CPU, SynthCity; default) or paper (GPU, real data)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -320,7 +363,8 @@ def main(argv=None) -> None:
     parser.add_argument("--threshold", type=float, metavar="T",
                         help="score: flag pixels with hybrid score >= T instead of the model card's threshold")
     parser.add_argument("--out", metavar="DIR",
-                        help="score: output folder (created if missing; default runs/score in the project root)")
+                        help="score: output folder (created if missing; default runs/score in the project root); "
+                             "report: the Markdown file to append to (default docs/RESULTS.md in the project root)")
     parser.add_argument("--dataset", help="evaluate: 'fishyscapes' (the profile's tree; default) or the folder "
                         "of an anomaly benchmark (Fishyscapes, SegmentMeIfYouCan, Road Anomaly, images/ + labels/)")
     parser.add_argument("--kind", help="evaluate: the kind of --dataset DIR when its tree cannot tell: "
@@ -335,50 +379,23 @@ def main(argv=None) -> None:
         profile = _profile_from_args(args)
     except ValueError as err:
         parser.error(str(err))
-    if args.names and args.command not in ("ship-weights", "score"):
+    if args.names and args.command not in TAKES_NAMES:
         parser.error(f"{args.command} takes no positional arguments (got {' '.join(args.names)})")
     from .data.io import CorruptFileError, DatasetNotFoundError, LabelValueError
     from .data.synthcity import SynthCityConflict
     from .models.checkpoints import CheckpointError
     from .models.weights import WeightsError
-    from .train import InitCheckpointError
+    from .report import ReportError
+    from .train_setup import InitCheckpointError
     args.command_line = "python -m dhlib " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
-        run_command(parser, args, profile)
+        COMMANDS[args.command](args, profile)
+    except UsageError as err:
+        parser.error(str(err))
     except (WeightsError, InitCheckpointError, CheckpointError, DatasetNotFoundError, CorruptFileError,
-            LabelValueError, SynthCityConflict) as err:
+            LabelValueError, SynthCityConflict, ReportError) as err:
         # a file to fetch or fix, not a bug: the message without a traceback
         raise SystemExit(f"error: {err}") from None
-
-
-def run_command(parser, args, profile) -> None:
-    if args.command == "ship-weights":
-        if len(args.names) != 1:
-            parser.error("ship-weights needs one NAME: quick-closed-set or quick-densehybrid")
-        ship_weights(profile, args.names[0])
-    elif args.command == "train-flow":
-        train_flow(profile, resume=args.resume)
-    elif args.command == "pretrain":
-        pretrain(profile, resume=args.resume, command=args.command_line)
-    elif args.command == "train":
-        train_segmenter(profile, resume=args.resume, command=args.command_line)
-    elif args.command == "demo":
-        demo(profile, command=args.command_line)
-    elif args.command == "evaluate":
-        if args.kind and args.dataset in (None, "fishyscapes"):
-            parser.error("--kind goes with --dataset DIR: the kind of the tree in DIR")
-        evaluate(profile, args.checkpoint, args.dataset, track=args.track, kind=args.kind)
-    elif args.command == "score":
-        if not args.names:
-            parser.error("score needs at least one PATH: an image file or a folder of images")
-        score(args.names, args.checkpoint, args.threshold, args.out)
-    elif args.command == "ablate":
-        try:
-            ablate(profile, args.variant)
-        except ValueError as err:
-            parser.error(str(err))
-    else:
-        COMMANDS[args.command](profile)
 
 
 if __name__ == "__main__":

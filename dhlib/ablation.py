@@ -29,6 +29,8 @@ import shutil
 import time
 from pathlib import Path
 
+from .checkpointing import atomic_write, atomic_write_text
+
 VARIANTS = {
     "default": {},
     "b=0": {"synthetic_prob": 0.0},
@@ -48,43 +50,44 @@ def variant_profile(profile, name: str):
 def run_variant(profile, name: str, progress: bool = True) -> dict:
     """Train (or resume) one variant, then measure val mIoU and the six anomaly scores."""
     from .data import Fishyscapes
-    from .evaluation import THKLOODEvaluation
-    from .models import build_model, load_checkpoint
+    from .devices import select_device
+    from .evaluation import evaluate_checkpoint, summary
+    from .models import build_model
     from .train import train, validation_miou
 
     variant = variant_profile(profile, name)
     run_dir = variant.path("runs_dir")
-    result_path, recipe_path = run_dir / "result.json", run_dir / "recipe.json"
+    result_path = run_dir / "result.json"
+    prepare_variant_folder(variant, name, profile.path("runs_dir") / "flow.pt")
+    if result_path.exists():
+        return json.loads(result_path.read_text())
+    start = time.perf_counter()
+    train(variant, resume=True, progress=progress)
+    model = build_model(variant).to(select_device(variant.device))
+    evaluation = evaluate_checkpoint(model, run_dir / "model.pt", components=False, progress=progress,
+                                     dataset=Fishyscapes(variant.path("fishyscapes_root"), variant.fishyscapes_split))
+    result = {"variant": name, "change": VARIANTS[name], "mIoU": validation_miou(model, variant),
+              "scores": summary(evaluation.results)["scores"], "time_s": round(time.perf_counter() - start, 1)}
+    atomic_write_text(json.dumps(result, indent=2), result_path)
+    return result
+
+
+def prepare_variant_folder(variant, name: str, shared_flow: Path) -> None:
+    """Make the variant's folder hold its current recipe and, when it samples, the shared flow.
+
+    A folder written under another recipe (the profile changed since) loses its checkpoint
+    and result, so the variant trains again; files the ablation did not write stay.
+    """
+    run_dir = variant.path("runs_dir")
+    recipe_path = run_dir / "recipe.json"
     recipe = json.loads(json.dumps(dataclasses.asdict(variant)))
     if recipe_path.exists() and json.loads(recipe_path.read_text()) != recipe:
-        # the profile changed since this folder was written: its checkpoint and result are stale
         print(f"ablation {name}: the recipe changed since {run_dir} was written; training it again")
         for stale in ("result.json", "checkpoint.pt", "model.pt", "flow_joint.pt", "train_log.jsonl"):
             (run_dir / stale).unlink(missing_ok=True)
-    if result_path.exists():
-        return json.loads(result_path.read_text())
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = recipe_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(recipe, indent=2))
-    tmp.replace(recipe_path)
-    shared_flow = profile.path("runs_dir") / "flow.pt"
+    atomic_write_text(json.dumps(recipe, indent=2), recipe_path)
     if variant.synthetic_prob > 0 and not (run_dir / "flow.pt").exists():
-        shutil.copyfile(shared_flow, run_dir / "flow.pt")
-    start = time.perf_counter()
-    train(variant, resume=True, progress=progress)
-    model = build_model(variant)
-    load_checkpoint(model, run_dir / "model.pt")
-    miou = validation_miou(model, variant)
-    evaluation = THKLOODEvaluation(model, Fishyscapes(variant.path("fishyscapes_root"), variant.fishyscapes_split))
-    table = evaluation.run(progress=progress)
-    result = {"variant": name, "change": VARIANTS[name], "mIoU": miou,
-              "scores": {score: {k: table[k][i] for k in ("AP", "AUROC", "FPR95")}
-                         for i, score in enumerate(table["score"])},
-              "time_s": round(time.perf_counter() - start, 1)}
-    tmp = result_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(result_path)
-    return result
+        atomic_write(run_dir / "flow.pt", lambda tmp: shutil.copyfile(shared_flow, tmp))
 
 
 def format_ablation(results: list[dict]) -> str:
@@ -115,8 +118,6 @@ def ablate(profile, variants=None, progress: bool = True) -> list[dict]:
         pretrain_flow(profile, resume=True, progress=progress)
     results = [run_variant(profile, name, progress) for name in variants]
     out = profile.path("runs_dir") / "ablation"
-    for name, text in (("ablation.json", json.dumps(results, indent=2)), ("ablation.md", format_ablation(results))):
-        tmp = out / (name + ".tmp")
-        tmp.write_text(text + "\n")
-        tmp.replace(out / name)
+    atomic_write_text(json.dumps(results, indent=2) + "\n", out / "ablation.json")
+    atomic_write_text(format_ablation(results) + "\n", out / "ablation.md")
     return results

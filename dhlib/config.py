@@ -16,10 +16,13 @@ Relative paths are resolved against the project root (``DHLIB_ROOT`` overrides i
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+from .profile_checks import validate
 
 PROFILES = ("quick", "paper", "paper-eccv")
 
@@ -44,7 +47,7 @@ class Profile:
 
     name: str = "quick"
     seed: int = 0
-    device: str = "auto"  # 'auto' picks CUDA when available, else CPU
+    device: str = "auto"  # 'auto' (a GPU when CUDA is available), 'cpu', 'cuda' or 'cuda:N'
 
     # --- datasets (the real formats; SynthCity writes the same trees) -------------------
     use_synthcity: bool = True  # quick: generate the trees; paper: read the downloaded ones
@@ -56,7 +59,6 @@ class Profile:
     ade20k_root: str = "{synthcity_root}/ade20k/ADEChallengeData2016"
     fishyscapes_root: str = "{synthcity_root}/fishyscapes"
     fishyscapes_split: str = "Static"  # 'Static' or 'LostAndFound'
-    custom_root: str = "data/custom_fs_static"
     num_classes: int = 19  # Cityscapes train ids; SynthCity uses a subset of them
 
     # --- SynthCity sizes (quick tier only) ----------------------------------------------
@@ -72,9 +74,8 @@ class Profile:
 
     # --- training-time augmentation (DenseHybrid: random scale 0.5-2, crop, flip) -------
     # crop_size: a side (square crops) or (height, width). quick: the whole 256×512 scene at
-    # its own scale, in batches of 4. Measured on 2 cores in equal time, whole scenes seen by
-    # the half-resolution model (input_scale) reach val mIoU 0.56, 192 px crops of
-    # rescaled scenes at full resolution 0.45: the short run learns from global layout.
+    # its own scale, seen by the half-resolution model (input_scale): in a CPU budget, whole
+    # scenes at low resolution teach the street's layout better than small rescaled crops.
     crop_size: int | tuple[int, int] = (256, 512)
     scale_range: tuple[float, float] = (1.0, 1.0)
     batch_size: int = 4
@@ -103,7 +104,7 @@ class Profile:
     fresh_lr_mult: float = 10.0
 
     # --- segmenter training ------------------------------------------------------------
-    # quick: sized so that `make demo` stays under 10 min on 2 cores on a slow day.
+    # quick: sized so that `make demo` fits its time budget on a 2-core laptop.
     train_steps: int = 900
     lr: float = 5e-4              # Adam, fine-tuning the closed-set segmenter
     # 'poly': lr·(1 − step/steps)^0.9, as DeepLab; 'constant': the released DenseHybrid
@@ -167,9 +168,8 @@ class Profile:
 
     # Probability b that an image's negative is a flow sample instead of an ADE20K patch:
     # 0 = real negatives only (DenseHybrid ECCV), 1 = synthetic only, between = the TPAMI mixture.
-    # quick: 0.2. The quick flow (275 k parameters, ~4.6 bits/dim) samples inlier-like texture;
-    # the ablation (README) measured hybrid AP 17.4 / 16.6 / 11.7 / 16.5 % and FPR95
-    # 55.7 / 41.8 / 44.7 / 75.1 % for b = 0 / 0.2 / 0.5 / 1.
+    # quick: 0.2; the small quick flow samples inlier-like texture, so its samples are a
+    # minority of the negatives (`python -m dhlib ablate` measures b = 0 / 0.5 / 1).
     synthetic_prob: float = 0.2
     flow_temperature: float = 0.8  # sampling temperature of synthetic negatives (our choice)
 
@@ -181,15 +181,13 @@ class Profile:
     flow_batch: int = 32
     flow_lr: float = 1e-3         # Adamax, as DenseFlow's pre-training
     flow_joint_lr: float = 1e-4   # Adamax in the joint phase (our choice: 1e-3 diverged there)
-    flow_pretrain_steps: int = 400  # quick: 4.63 bits/dim on training crops at 400 steps, 4.48 at 600
+    flow_pretrain_steps: int = 400
     flow_checkpoint_every: int = 250
     flow_val_crops: int = 256     # held-out val crops for bits/dim
 
     # --- outputs -----------------------------------------------------------------------
     figures_dir: str = "figures"
     runs_dir: str = "runs/quick"
-
-    extra: dict = field(default_factory=dict)  # free-form notes carried into run logs
 
     def path(self, name: str) -> Path:
         """Resolve the path field ``name`` (e.g. ``'cityscapes_root'``) to an absolute path;
@@ -288,83 +286,6 @@ def load_profile(name: str | None = None, **overrides) -> Profile:
     return validate(dataclasses.replace(profile, **overrides))
 
 
-def validate(profile: Profile) -> Profile:
-    """Reject settings that cannot work, saying which field is wrong and what it accepts."""
-    problems = []
-    if profile.fishyscapes_split not in ("Static", "LostAndFound"):
-        problems.append(f"fishyscapes_split={profile.fishyscapes_split!r}: use 'Static' or 'LostAndFound'")
-    problems += _negative_problems(profile)
-    if not 0 < profile.input_scale <= 1:
-        problems.append(f"input_scale={profile.input_scale}: a factor in (0, 1] (1 = full resolution)")
-    elif profile.model == "wrn38" and profile.input_scale != 1:
-        problems.append("input_scale applies to the small model only: set input_scale=1 for model='wrn38'")
-    low, high = profile.scale_range
-    if not 0 < low <= high:
-        problems.append(f"scale_range={profile.scale_range}: need 0 < low <= high")
-    if not 0 <= profile.class_uniform <= 1:
-        problems.append(f"class_uniform={profile.class_uniform}: a probability in [0, 1]")
-    if not 0 <= profile.synthetic_prob <= 1:
-        problems.append(f"synthetic_prob={profile.synthetic_prob}: a probability in [0, 1]")
-    if not profile.fresh_lr_mult > 0:
-        problems.append(f"fresh_lr_mult={profile.fresh_lr_mult}: a positive factor (1 = one lr for all)")
-    if profile.pretrain_steps < 1 or profile.val_every < 0:
-        problems.append(f"pretrain_steps={profile.pretrain_steps}, val_every={profile.val_every}: "
-                        "need pretrain_steps >= 1 and val_every >= 0 (0 = only at the end)")
-    for name in ("synthcity_height", "synthcity_width"):
-        if getattr(profile, name) < 32:
-            problems.append(f"{name}={getattr(profile, name)}: SynthCity needs at least 32 px")
-    if profile.lr_schedule not in ("poly", "constant"):
-        problems.append(f"lr_schedule={profile.lr_schedule!r}: use 'poly' or 'constant'")
-    if profile.flow_update not in ("alternate", "joint"):
-        problems.append(f"flow_update={profile.flow_update!r}: use 'alternate' or 'joint'")
-    if profile.model not in ("small", "wrn38"):
-        problems.append(f"model={profile.model!r}: use 'small' or 'wrn38'")
-    factor = 2 ** profile.flow_levels
-    if profile.flow_crop % factor:
-        problems.append(f"flow_crop={profile.flow_crop} must be a multiple of 2^flow_levels = {factor}")
-    if problems:
-        raise ValueError(f"invalid '{profile.name}' profile: " + "; ".join(problems))
-    return profile
-
-
-def _negative_problems(profile) -> list[str]:
-    """What is wrong with the negative-pasting fields (sizes must fit the training crops)."""
-    problems = []
-    if not 0 < profile.flow_sample_min_side <= profile.flow_sample_max_side:
-        problems.append(f"flow sample sides {profile.flow_sample_min_side}..{profile.flow_sample_max_side}: "
-                        "need 0 < flow_sample_min_side <= flow_sample_max_side")
-    if not all(isinstance(side, int) and side > 0 for side in crop_hw(profile.crop_size)):
-        problems.append(f"crop_size={profile.crop_size!r}: a positive side or (height, width)")
-        return problems
-    smallest = min(crop_hw(profile.crop_size))
-    for name in ("flow_sample_max_side", "negative_crop"):
-        if getattr(profile, name) > smallest:
-            problems.append(f"{name}={getattr(profile, name)} exceeds crop_size={profile.crop_size}")
-    if profile.negative_crop <= 16:
-        problems.append(f"negative_crop={profile.negative_crop}: the window must exceed the 16 px smallest rectangle")
-    low, high = profile.negative_scale_range
-    if not 0 < low <= high or int(profile.negative_resize * low) < profile.negative_crop:
-        problems.append(f"negative_resize={profile.negative_resize} × negative_scale_range={profile.negative_scale_range}"
-                        f": need 0 < low <= high and negative_resize × low >= negative_crop={profile.negative_crop}")
-    if not 0 <= profile.negative_rect_prob <= 1:
-        problems.append(f"negative_rect_prob={profile.negative_rect_prob}: a probability in [0, 1]")
-    if profile.negative_class_draws < 1:
-        problems.append(f"negative_class_draws={profile.negative_class_draws}: at least 1")
-    return problems
-
-
-def crop_hw(crop_size) -> tuple[int, int]:
-    """``(height, width)`` of a crop given as one side or as a pair.
-
-    >>> crop_hw(192), crop_hw((256, 512))
-    ((192, 192), (256, 512))
-    """
-    if isinstance(crop_size, int):
-        return crop_size, crop_size
-    height, width = crop_size
-    return height, width
-
-
 def parse_override(text: str) -> tuple[str, object]:
     """Parse one ``key=value`` command-line override, typed after the profile field.
 
@@ -374,32 +295,49 @@ def parse_override(text: str) -> tuple[str, object]:
     ('scale_range', (0.75, 1.5))
     >>> parse_override('crop_size=256,512')
     ('crop_size', (256, 512))
+    >>> parse_override('crop_size=192')
+    ('crop_size', 192)
     >>> parse_override('likelihood_floor=none')
     ('likelihood_floor', None)
+    >>> parse_override('attention=false'), parse_override('device=cuda:1')
+    (('attention', False), ('device', 'cuda:1'))
     """
     if "=" not in text:
         raise ValueError(f"override {text!r} must look like key=value, e.g. batch_size=4")
-    key, value = text.split("=", 1)
+    key, raw = text.split("=", 1)
     fields = {f.name: f for f in dataclasses.fields(Profile)}
     if key not in fields:
         raise ValueError(f"unknown profile field {key!r}; known fields: {sorted(fields)}")
     default = getattr(Profile(), key)
     try:
-        if value.lower() == "none" and "None" in str(fields[key].type):  # optional fields
-            return key, None
-        if key == "crop_size":  # one side (square) or height,width
-            sides = tuple(int(v) for v in value.split(","))
-            if len(sides) not in (1, 2):
-                raise ValueError(value)
-            return key, sides[0] if len(sides) == 1 else sides
-        if isinstance(default, bool):
-            if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                raise ValueError(value)
-            return key, value.lower() in ("1", "true", "yes")
-        if isinstance(default, tuple):
-            return key, tuple(type(d)(v) for d, v in zip(default, value.split(","), strict=True))
-        if isinstance(default, (int, float, str)):
-            return key, type(default)(value)
-    except ValueError:
-        raise ValueError(f"cannot read {value!r} as a value of {key} (like {default!r})") from None
-    raise ValueError(f"field {key!r} cannot be set from the command line")
+        return key, _typed_value(raw.strip(), default, str(fields[key].type))
+    except (ValueError, SyntaxError, TypeError, KeyError):
+        raise ValueError(f"cannot read {raw!r} as a value of {key} (like {default!r})") from None
+
+
+def _typed_value(raw: str, default, annotation: str):
+    """``raw`` as a value of the field whose default is ``default``: Python literals through
+    ``ast.literal_eval``, so ``0.75,1.5`` is a tuple; plain words for strings and booleans."""
+    if raw.lower() in ("none", "null") and "None" in annotation:
+        return None
+    if isinstance(default, bool):
+        return {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}[raw.lower()]
+    if isinstance(default, str):
+        return raw
+    value = ast.literal_eval(raw)
+    if not isinstance(default, tuple):
+        return _number(value, default)
+    if isinstance(value, int) and annotation.startswith("int |"):  # one side for a (height, width) field
+        return _number(value, 0)
+    if not isinstance(value, tuple) or len(value) != len(default):
+        raise ValueError(raw)
+    return tuple(_number(v, d) for v, d in zip(value, default))
+
+
+def _number(value, default):
+    """``value`` as the numeric type of ``default``: ints stay whole, floats accept ints."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(value)
+    if isinstance(default, int) and not float(value).is_integer():
+        raise ValueError(value)
+    return type(default)(value)

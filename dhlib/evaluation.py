@@ -1,32 +1,90 @@
-"""THKLOODEvaluation: a two-head model × a Fishyscapes-format dataset → metrics, maps, figures.
+"""Evaluation: a two-head model × an anomaly dataset → metrics and score maps.
 
 One pass over the dataset runs the model once per image and computes all six anomaly scores
-of :mod:`dhlib.scores` from the same logits. Pooled AP / AUROC / FPR95 come from
-:class:`~dhlib.metrics.StreamingOODMetrics` (constant memory, any number of images);
-per-image metrics (exact) are kept on request. When the dataset also has the scenes'
-semantic labels (SynthCity writes them), closed mIoU and open-set mIoU are computed too,
-with the hybrid score's threshold at 95 % TPR chosen on a calibration part of the dataset.
+of :mod:`dhlib.scores` from the same logits. Each image's maps then go to small
+accumulators, one concern each: pooled AP / AUROC / FPR95
+(:class:`~dhlib.metrics.StreamingOODMetrics`: constant memory, any number of images),
+exact per-image metrics on request, a pixel sample for the score histograms, a few kept
+maps for figures, and, when the dataset has the scenes' semantic labels (SynthCity writes
+them), closed and open-set mIoU with a threshold calibrated on part of the data.
 ``component_metrics()`` adds SegmentMeIfYouCan's component-level sIoU / PPV / mean F1.
+Figures of the results are drawn by :mod:`dhlib.viz`.
+
+:func:`evaluate_checkpoint` is the one entry point the command line, the demo and the
+ablation share: load a checkpoint into a model, evaluate, and keep the summary.
 """
 from __future__ import annotations
 
-from pathlib import Path
+import math
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .metrics import (ComponentMetrics, OpenSetConfusion, StreamingOODMetrics, best_f1_threshold,
-                      curves_from_streaming, ood_metrics, threshold_at_tpr)
+                      confusion_matrix, mean_iou, ood_metrics, threshold_at_tpr)
 from .scores import SCORES
 
+TABLE_METRICS = ("AP", "AUROC", "FPR95")
 
-def _device(model):
-    return next(model.parameters()).device
+
+class PixelSample:
+    """A few random pixels per class and image, per score: enough for a histogram of each
+    score's inlier and anomaly values without keeping every pixel."""
+
+    def __init__(self, names, per_image: int, seed: int):
+        self.per_image, self.rng = per_image, np.random.default_rng(seed)
+        self.values = {name: {0: [], 1: []} for name in names}
+
+    def update(self, maps: dict, label: torch.Tensor) -> None:
+        pixels = {cls: torch.nonzero(label.flatten() == cls).flatten().numpy() for cls in (0, 1)}
+        for name, m in maps.items():
+            for cls, idx in pixels.items():
+                if idx.size:
+                    pick = self.rng.choice(idx, min(self.per_image, idx.size), replace=False)
+                    self.values[name][cls].append(m.flatten()[pick].numpy())
+
+    def compute(self) -> dict:
+        return {name: {cls: np.concatenate(v) if v else np.zeros(0) for cls, v in by_class.items()}
+                for name, by_class in self.values.items()}
+
+
+class CalibratedOpenSet:
+    """Open-set confusion with the hybrid threshold chosen on the data itself.
+
+    The first ``calibration_images`` images only collect hybrid scores; the threshold is then
+    set at 95 % TPR on them (the operating point the papers report), and the remaining images
+    are scored with it. Calibrating and scoring on disjoint images keeps the threshold honest.
+    """
+
+    def __init__(self, calibration_images: int):
+        self.calibration_images = calibration_images
+        self.seen, self.scores, self.labels, self.confusion = 0, [], [], None
+
+    def update(self, seg_logits, hybrid, semantic_target, label) -> None:
+        """One image: its class logits ``1×K×H×W``, hybrid map, semantic and OOD labels."""
+        self.seen += 1
+        if self.seen <= self.calibration_images:
+            self.scores.append(hybrid.flatten())
+            self.labels.append(label.flatten())
+            return
+        if self.confusion is None:
+            tau = threshold_at_tpr(torch.cat(self.scores), torch.cat(self.labels))
+            self.confusion = OpenSetConfusion(seg_logits.shape[1], tau)
+        self.confusion.update(seg_logits[0].argmax(0), hybrid, semantic_target, label)
+
+    def compute(self) -> dict | None:
+        if self.confusion is None:  # every image went to calibration
+            return None
+        return self.confusion.compute() | {"threshold": self.confusion.threshold}
 
 
 class THKLOODEvaluation:
     """Evaluate ``model`` on ``dataset`` (items ``(image 3×H×W in [0,1], ood_label H×W)``).
+
+    The name is the released DenseHybrid code's evaluation class (evaluations/evaluations.py),
+    kept so the two codebases read side by side: an OOD evaluation of a two-head ("TH", as in
+    DeepWV3PlusTH) model; the released code does not spell out "KL".
 
     ``keep_maps`` images keep their score maps for figures; ``per_image=True`` also records
     exact per-image metrics; ``calibration_fraction`` of the images (the first ones) choose
@@ -42,63 +100,53 @@ class THKLOODEvaluation:
         self.results = None
 
     @torch.no_grad()
-    def _logits(self, image):
+    def score_maps(self, image) -> tuple[torch.Tensor, dict]:
+        """The class logits ``1×K×H×W`` and every score's ``H×W`` map of one image."""
         self.model.eval()
-        seg, ood = self.model(image[None].to(_device(self.model)))
-        return seg.float().cpu(), ood.float().cpu()
+        seg, ood = self.model(image[None].to(next(self.model.parameters()).device))
+        seg, ood = seg.float().cpu(), ood.float().cpu()
+        return seg, {name: fn(seg, ood)[0] for name, fn in self.score_fns.items()}
+
+    def _accumulators(self) -> dict:
+        names = list(self.score_fns)
+        open_set = None
+        if getattr(self.dataset, "semantic_dir", None) is not None:
+            open_set = CalibratedOpenSet(int(len(self.dataset) * self.calibration_fraction))
+        return {"streams": {name: StreamingOODMetrics() for name in names},
+                "per_image": {name: [] for name in names},
+                "samples": PixelSample(names, self.sample_pixels, self.seed),
+                "kept": [], "open_set": open_set}
+
+    def _update(self, acc: dict, i: int, image, label, seg, maps) -> None:
+        if (label != 255).any():
+            for name, m in maps.items():
+                acc["streams"][name].update(m, label)
+        if self.per_image and (label == 1).any() and (label == 0).any():
+            for name, m in maps.items():
+                acc["per_image"][name].append(ood_metrics(m, label))
+        acc["samples"].update(maps, label)
+        if acc["open_set"] is not None:
+            acc["open_set"].update(seg, maps["hybrid"], self.dataset.semantic_target(i), label)
+        if len(acc["kept"]) < self.keep_maps:
+            acc["kept"].append({"image": image, "label": label, "prediction": seg[0].argmax(0),
+                                "confidence": torch.softmax(seg[0], 0).amax(0), "maps": maps})
 
     @torch.no_grad()
     def run(self, progress: bool = True) -> dict:
         """Evaluate; returns a tidy table ``{'score': [...], 'AP': [...], 'AUROC': [...], 'FPR95': [...]}``
         and stores everything else in ``self.results``."""
-        streams = {name: StreamingOODMetrics() for name in self.score_fns}
-        per_image = {name: [] for name in self.score_fns}
-        samples = {name: {0: [], 1: []} for name in self.score_fns}
-        kept = []
-        rng = np.random.default_rng(self.seed)
-        has_semantic = getattr(self.dataset, "semantic_dir", None) is not None
-        n_calib = int(len(self.dataset) * self.calibration_fraction) if has_semantic else 0
-        calib_scores, calib_labels, open_set = [], [], None
+        acc = self._accumulators()
         for i in tqdm(range(len(self.dataset)), desc="evaluating", disable=not progress):
             image, label = self.dataset[i]
-            seg, ood = self._logits(image)
-            maps = {name: fn(seg, ood)[0] for name, fn in self.score_fns.items()}
-            scored = label != 255
-            for name, m in maps.items():
-                if scored.any():
-                    streams[name].update(m, label)
-                if self.per_image and (label == 1).any() and (label == 0).any():
-                    per_image[name].append(ood_metrics(m, label))
-                for cls in (0, 1):  # a small random sample of pixels for the histograms
-                    idx = torch.nonzero(label.flatten() == cls).flatten().numpy()
-                    if idx.size:
-                        pick = rng.choice(idx, min(self.sample_pixels, idx.size), replace=False)
-                        samples[name][cls].append(m.flatten()[pick].numpy())
-            if has_semantic:
-                prediction = seg[0].argmax(0)
-                if i < n_calib:
-                    calib_scores.append(maps["hybrid"].flatten())
-                    calib_labels.append(label.flatten())
-                else:
-                    if open_set is None:
-                        tau = threshold_at_tpr(torch.cat(calib_scores), torch.cat(calib_labels))
-                        open_set = OpenSetConfusion(seg.shape[1], tau)
-                    open_set.update(prediction, maps["hybrid"], self.dataset.semantic_target(i), label)
-            if len(kept) < self.keep_maps:
-                kept.append({"image": image, "label": label, "prediction": seg[0].argmax(0),
-                             "confidence": torch.softmax(seg[0], 0).amax(0), "maps": maps})
-        table = {"score": [], "AP": [], "AUROC": [], "FPR95": []}
-        for name, stream in streams.items():
-            m = stream.compute()
-            table["score"].append(name)
-            for key in ("AP", "AUROC", "FPR95"):
-                table[key].append(m[key])
-        self.results = {"table": table, "streams": streams, "kept": kept,
-                        "per_image": per_image if self.per_image else None,
-                        "samples": {n: {c: np.concatenate(v) if v else np.zeros(0) for c, v in d.items()}
-                                    for n, d in samples.items()},
-                        "open_set": open_set.compute() | {"threshold": open_set.threshold}
-                        if open_set is not None else None}
+            seg, maps = self.score_maps(image)
+            self._update(acc, i, image, label, seg, maps)
+        table = {"score": list(acc["streams"])}
+        pooled = [stream.compute() for stream in acc["streams"].values()]
+        table |= {key: [m[key] for m in pooled] for key in TABLE_METRICS}
+        self.results = {"table": table, "streams": acc["streams"], "kept": acc["kept"],
+                        "per_image": acc["per_image"] if self.per_image else None,
+                        "samples": acc["samples"].compute(),
+                        "open_set": acc["open_set"].compute() if acc["open_set"] else None}
         return table
 
     @torch.no_grad()
@@ -116,105 +164,84 @@ class THKLOODEvaluation:
         components = ComponentMetrics(threshold, min_gt_size=min_gt_size, min_pred_size=min_pred_size, track=track)
         for i in tqdm(range(len(self.dataset)), desc=f"components ({score})", disable=not progress):
             image, label = self.dataset[i]
-            seg, ood = self._logits(image)
-            components.update(self.score_fns[score](seg, ood)[0], label)
+            components.update(self.score_maps(image)[1][score], label)
         result = components.compute() | {"threshold": threshold, "score": score}
         self.results["components"] = result
         return result
 
     def format_table(self) -> str:
         """The pooled metrics as aligned text, best AP first."""
-        t = self.results["table"]
-        order = np.argsort(t["AP"])[::-1]
-        lines = [f"{'score':15s} {'AP':>7s} {'AUROC':>7s} {'FPR95':>7s}"]
-        lines += [f"{t['score'][i]:15s} {100 * t['AP'][i]:7.2f} {100 * t['AUROC'][i]:7.2f} "
-                  f"{100 * t['FPR95'][i]:7.2f}" for i in order]
-        if self.results["open_set"]:
-            o = self.results["open_set"]
-            lines.append(f"closed mIoU {100 * o['mIoU']:.2f}, open-mIoU {100 * o['open_mIoU']:.2f} "
-                         f"(hybrid threshold at 95% TPR: {o['threshold']:.3f})")
-        if self.results.get("components"):
-            c = self.results["components"]
-            track = f", {c['track']} track" if c.get("track") else ""
-            lines.append(f"components ({c['score']}{track}, pixel-F1 threshold {c['threshold']:.3f}): sIoU "
-                         f"{100 * c['sIoU_gt']:.2f}, PPV {100 * c['PPV']:.2f}, mean F1 {100 * c['mean_F1']:.2f}")
-        return "\n".join(lines)
+        return format_results(self.results)
 
-    # --- figures -------------------------------------------------------------------------
-
-    def figures(self, out_dir="figures", prefix: str = "eval") -> list[Path]:
+    def figures(self, out_dir="figures", prefix: str = "eval") -> list:
         """Write ROC/PR curves, score distributions, anomaly heatmaps and confidence maps."""
-        import matplotlib.pyplot as plt
-
         from . import viz
         if self.results is None:
             raise RuntimeError("call run() before figures()")
-        out_dir = Path(out_dir)
-        written = []
-        for name, fig in (("curves", self.curves_figure()), ("score_distributions", self.distribution_figure()),
-                          ("heatmaps", self.heatmap_figure()), ("confidence", self.confidence_figure())):
-            written.append(viz.save(fig, out_dir / f"{prefix}_{name}.png"))
-            plt.close(fig)
-        return written
+        return viz.evaluation_figures(self.results, out_dir, prefix)
 
-    def curves_figure(self):
-        import matplotlib.pyplot as plt
-        fig, (roc, pr) = plt.subplots(1, 2, figsize=(10, 4), dpi=90)
-        for name, stream in self.results["streams"].items():
-            c = curves_from_streaming(stream)
-            m = stream.compute()
-            roc.plot(c["fpr"], c["tpr"], label=f"{name} (AUROC {100 * m['AUROC']:.1f})")
-            pr.plot(c["recall"], c["precision"], label=f"{name} (AP {100 * m['AP']:.1f})")
-        roc.axhline(0.95, color="grey", ls=":", lw=0.8)
-        roc.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC", xscale="log", xlim=(1e-4, 1))
-        pr.set(xlabel="recall", ylabel="precision", title="precision-recall")
-        roc.legend(fontsize=7)
-        pr.legend(fontsize=7)
-        fig.tight_layout()
-        return fig
 
-    def distribution_figure(self):
-        import matplotlib.pyplot as plt
-        import seaborn as sns
-        names = list(self.results["samples"])
-        fig, axes = plt.subplots(2, (len(names) + 1) // 2, figsize=(13, 5), dpi=90, squeeze=False)
-        for ax, name in zip(axes.flat, names):
-            s = self.results["samples"][name]
-            for cls, label in ((0, "inlier"), (1, "anomaly")):
-                if s[cls].size:
-                    sns.kdeplot(s[cls], ax=ax, fill=True, label=label, warn_singular=False)
-            ax.set_title(name, fontsize=9)
-            ax.set_ylabel("")
-        axes.flat[0].legend(fontsize=8)
-        fig.tight_layout()
-        return fig
+def format_results(results: dict) -> str:
+    """``THKLOODEvaluation.results`` as aligned text: the score table (best AP first), then
+    open-set mIoU and component metrics where they were measured."""
+    t = results["table"]
+    lines = [f"{'score':15s} {'AP':>7s} {'AUROC':>7s} {'FPR95':>7s}"]
+    lines += [f"{t['score'][i]:15s} {100 * t['AP'][i]:7.2f} {100 * t['AUROC'][i]:7.2f} "
+              f"{100 * t['FPR95'][i]:7.2f}" for i in np.argsort(t["AP"])[::-1]]
+    if results["open_set"]:
+        o = results["open_set"]
+        lines.append(f"closed mIoU {100 * o['mIoU']:.2f}, open-mIoU {100 * o['open_mIoU']:.2f} "
+                     f"(hybrid threshold at 95% TPR: {o['threshold']:.3f})")
+    if results.get("components"):
+        c = results["components"]
+        track = f", {c['track']} track" if c.get("track") else ""
+        lines.append(f"components ({c['score']}{track}, pixel-F1 threshold {c['threshold']:.3f}): sIoU "
+                     f"{100 * c['sIoU_gt']:.2f}, PPV {100 * c['PPV']:.2f}, mean F1 {100 * c['mean_F1']:.2f}")
+    return "\n".join(lines)
 
-    def heatmap_figure(self, score: str = "hybrid"):
-        """Each kept image beside its ``score`` map (over the image, ground-truth anomaly in cyan),
-        all rows on one colour scale, shown by each row's colorbar."""
-        import matplotlib.pyplot as plt
 
-        from . import viz
-        kept = self.results["kept"]
-        vmin, vmax = viz.shared_range([item["maps"][score] for item in kept])
-        fig, axes = plt.subplots(len(kept), 2, figsize=(11, 2.4 * len(kept)), dpi=90, squeeze=False)
-        for row, item in enumerate(kept):
-            axes[row, 0].imshow(viz.to_numpy_image(item["image"]))
-            axes[row, 0].axis("off")
-            viz.show_heatmap(axes[row, 1], item["maps"][score], image=item["image"], outline=item["label"] == 1,
-                             vmin=vmin, vmax=vmax, label=f"{score} score",
-                             title=f"{score} score (shared colour scale), ground-truth anomaly in cyan")
-        fig.tight_layout()
-        return fig
+def summary(results: dict) -> dict:
+    """The JSON-ready part of ``THKLOODEvaluation.results``: each score's AP / AUROC / FPR95,
+    open-set mIoU and the hybrid's component metrics (None where not measured)."""
+    t = results["table"]
+    components = results.get("components")
+    return {"scores": {name: {k: t[k][i] for k in TABLE_METRICS} for i, name in enumerate(t["score"])},
+            "open_mIoU": (results["open_set"] or {}).get("open_mIoU"),
+            "components_hybrid": {k: v for k, v in components.items() if k != "F1"} if components else None}
 
-    def confidence_figure(self):
-        import matplotlib.pyplot as plt
-        kept = self.results["kept"]
-        fig, axes = plt.subplots(1, len(kept), figsize=(4 * len(kept), 2.2), dpi=90, squeeze=False)
-        for ax, item in zip(axes[0], kept):
-            im = ax.imshow(item["confidence"].numpy(), cmap="viridis", vmin=0, vmax=1)
-            ax.contour((item["label"] == 1).numpy(), levels=[0.5], colors="red", linewidths=0.8)
-            ax.set_title("max softmax confidence", fontsize=8)
-            ax.axis("off")
-        fig.colorbar(im, ax=axes[0].tolist(), fraction=0.02)
-        return fig
+
+def evaluate_checkpoint(model, checkpoint, dataset, *, components: bool = True, track: str | None = None,
+                        progress: bool = True) -> THKLOODEvaluation:
+    """Load ``checkpoint`` into ``model``, evaluate it on ``dataset`` (all six scores) and, with
+    ``components``, add the hybrid's component metrics (``track``: SegmentMeIfYouCan limits).
+
+    The model stays on its device. The checkpoint's layout (which kind of file it was) is kept
+    as ``evaluation.layout``.
+    """
+    from .models import load_checkpoint
+    layout = load_checkpoint(model, checkpoint).layout
+    evaluation = THKLOODEvaluation(model, dataset)
+    evaluation.layout = layout
+    evaluation.run(progress=progress)
+    if components:
+        evaluation.component_metrics("hybrid", track=track, progress=progress)
+    return evaluation
+
+
+@torch.no_grad()
+def closed_set_confusion(model, dataset, num_classes: int) -> np.ndarray | int:
+    """Confusion matrix of ``model`` on a segmentation dataset (full images); 0 when empty."""
+    device = next(model.parameters()).device
+    model.eval()
+    total = 0
+    for i in range(len(dataset)):
+        image, target = dataset[i]
+        seg, _ = model(image[None].to(device))
+        total = total + confusion_matrix(seg[0].argmax(0).cpu(), target, num_classes)
+    return total
+
+
+def closed_set_miou(model, dataset, num_classes: int) -> float:
+    """Closed-set mIoU of ``model`` on a segmentation dataset; NaN for an empty one."""
+    total = closed_set_confusion(model, dataset, num_classes)
+    return mean_iou(total) if not isinstance(total, int) else math.nan

@@ -30,6 +30,29 @@ import torch.nn.functional as F
 
 from .data.labels import IGNORE_INDEX, OOD_ANOMALY, OOD_INLIER, OOD_VOID
 
+
+@dataclass(frozen=True)
+class NegativeRecipe:
+    """How one negative per image is made: the cut of a real one, the size and temperature of
+    a flow sample, and b, the probability of the flow sample (the profile's negative_* and
+    flow_sample_* fields; see :mod:`dhlib.config`)."""
+    resize: int
+    scale_range: tuple[float, float]
+    crop: int
+    rect_prob: float
+    class_draws: int
+    synthetic_prob: float
+    flow_min_side: int
+    flow_max_side: int
+    flow_temperature: float
+
+    @classmethod
+    def from_profile(cls, profile) -> "NegativeRecipe":
+        return cls(profile.negative_resize, tuple(profile.negative_scale_range), profile.negative_crop,
+                   profile.negative_rect_prob, profile.negative_class_draws, profile.synthetic_prob,
+                   profile.flow_sample_min_side, profile.flow_sample_max_side, profile.flow_temperature)
+
+
 @dataclass(frozen=True)
 class Box:
     """Where a patch goes: rows [top, top+height), columns [left, left+width)."""
@@ -180,34 +203,34 @@ def paste(image: torch.Tensor, seg_target: torch.Tensor, patch, patch_mask, box)
     return mixed, seg, ood
 
 
-def paste_negatives(images: torch.Tensor, seg_targets: torch.Tensor, negatives, profile,
+def paste_negatives(images: torch.Tensor, seg_targets: torch.Tensor, negatives, recipe: NegativeRecipe,
                     generator: torch.Generator | None = None, kind: str | None = None, flow=None,
                     synthetic_prob: float | None = None, flow_grad: bool = False):
     """Paste one negative into each image of a batch: a flow sample with probability b,
     otherwise a real ADE20K-format negative (the TPAMI mixture).
 
-    ``negatives``: a dataset of ``(image, classes)``; ``flow``: a flow with ``sample`` and
-    ``factor`` (None = real negatives only); ``synthetic_prob`` = b (default: the profile's);
-    ``kind`` forces the real negatives' outline ('rectangle' or 'class_union'; default: the
-    profile's mixture). With ``flow_grad`` the flow samples keep their graph, so a loss on
-    the mixed images trains the flow. Returns ``(mixed, seg_targets, ood_targets, boxes,
-    synthetic)`` with ``synthetic[i]`` telling which images got a flow sample.
+    ``negatives``: a dataset of ``(image, classes)``; ``recipe``: how negatives are cut and
+    sized; ``flow``: a flow with ``sample`` and ``factor`` (None = real negatives only);
+    ``synthetic_prob`` = b (default: the recipe's); ``kind`` forces the real negatives'
+    outline ('rectangle' or 'class_union'; default: the recipe's mixture). With ``flow_grad``
+    the flow samples keep their graph, so a loss on the mixed images trains the flow. Returns
+    ``(mixed, seg_targets, ood_targets, boxes, synthetic)`` with ``synthetic[i]`` telling
+    which images got a flow sample.
     """
-    b = profile.synthetic_prob if synthetic_prob is None else synthetic_prob
+    b = recipe.synthetic_prob if synthetic_prob is None else synthetic_prob
     patches, masks, boxes, synthetic = [], [], [], []
     for _ in range(images.shape[0]):
         use_flow = flow is not None and float(torch.rand((), generator=generator)) < b
         if use_flow:
-            size = sample_patch_size(profile.flow_sample_min_side, profile.flow_sample_max_side,
+            size = sample_patch_size(recipe.flow_min_side, recipe.flow_max_side,
                                      images.shape[-2:], multiple=flow.factor, generator=generator)
             with torch.set_grad_enabled(flow_grad):
-                patch = flow.sample(1, *size, temperature=profile.flow_temperature, generator=generator)[0]
+                patch = flow.sample(1, *size, temperature=recipe.flow_temperature, generator=generator)[0]
             mask = rectangle_mask(*size, device=images.device)
         else:
             neg_image, neg_classes = negatives[_randint(0, len(negatives) - 1, generator)]
-            patch, mask = cut_negative(neg_image, neg_classes, profile.negative_resize,
-                                       profile.negative_scale_range, profile.negative_crop,
-                                       profile.negative_rect_prob, profile.negative_class_draws, generator, kind)
+            patch, mask = cut_negative(neg_image, neg_classes, recipe.resize, recipe.scale_range, recipe.crop,
+                                       recipe.rect_prob, recipe.class_draws, generator, kind)
         boxes.append(random_box(images.shape[-2:], tuple(patch.shape[-2:]), generator))
         patches.append(patch.to(images.device))
         masks.append(mask.to(images.device))
@@ -216,8 +239,8 @@ def paste_negatives(images: torch.Tensor, seg_targets: torch.Tensor, negatives, 
     return mixed, seg, ood, boxes, synthetic
 
 
-def paste_real_negatives(images: torch.Tensor, seg_targets: torch.Tensor, negatives, profile,
+def paste_real_negatives(images: torch.Tensor, seg_targets: torch.Tensor, negatives, recipe: NegativeRecipe,
                          generator: torch.Generator | None = None, kind: str | None = None):
     """Real ADE20K-format negatives only: ``(mixed, seg_targets, ood_targets, boxes)``."""
-    mixed, seg, ood, boxes, _ = paste_negatives(images, seg_targets, negatives, profile, generator, kind)
+    mixed, seg, ood, boxes, _ = paste_negatives(images, seg_targets, negatives, recipe, generator, kind)
     return mixed, seg, ood, boxes

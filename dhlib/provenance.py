@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from datetime import datetime, timezone
 import platform
 import subprocess
 import sys
@@ -43,7 +44,8 @@ def run_info(profile, command: str) -> dict:
     from .config import project_root
     return {"command": command, "profile": profile.name, "overrides": profile_overrides(profile),
             "commit": git_commit(project_root()), "seed": profile.seed, "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine()}
+            "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
+            "host": platform.node(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 def record_run_info(run_dir, profile, command: str | None = None, resume: bool = False) -> dict:

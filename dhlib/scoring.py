@@ -30,7 +30,6 @@ going past bad inputs, reporting each one by name.
 from __future__ import annotations
 
 import math
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .checkpointing import atomic_write
 from .models import weights
 from .models.checkpoints import CheckpointError
 from .scores import SCORES
@@ -184,12 +184,8 @@ def anomaly_mask(score: np.ndarray, threshold: float) -> np.ndarray:
 # ---- outputs ------------------------------------------------------------------------------
 
 def write_mask(mask: np.ndarray, path) -> Path:
-    """The mask as a single-channel PNG, through a temporary file and a rename."""
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    Image.fromarray(mask, mode="L").save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    """The mask as a single-channel PNG, atomically."""
+    return atomic_write(path, lambda tmp: Image.fromarray(mask, mode="L").save(tmp, format="PNG"))
 
 
 def write_heatmap(image: torch.Tensor, score: np.ndarray, mask: np.ndarray, threshold: float,

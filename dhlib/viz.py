@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from .checkpointing import atomic_write
 from .data.labels import CLASS_COLORS, CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, colorize
 
 
@@ -77,13 +78,8 @@ def shared_range(maps, low: float = 0.5, high: float = 99.5) -> tuple[float, flo
 
 
 def save(fig, path) -> Path:
-    """Write ``fig`` as PNG via a temporary file and a rename (no half-written figures)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=fig.dpi, bbox_inches="tight")
-    os.replace(tmp, path)
-    return path
+    """Write ``fig`` as PNG, atomically (no half-written figures)."""
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=fig.dpi, bbox_inches="tight"))
 
 
 def show_segmentation_pairs(samples, titles=None, ncols: int = 2):
@@ -265,3 +261,80 @@ def flow_curves(records, title: str = "flow pre-training: L_mle on inlier crops"
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+# ---- evaluation figures: drawn from THKLOODEvaluation.results --------------------------------
+
+def ood_curves_figure(streams: dict):
+    """ROC (log false-positive axis, the 95 % TPR line dotted) and precision-recall curves of
+    every score, from their pooled streaming statistics."""
+    from .metrics import curves_from_streaming
+    fig, (roc, pr) = plt.subplots(1, 2, figsize=(10, 4), dpi=90)
+    for name, stream in streams.items():
+        c, m = curves_from_streaming(stream), stream.compute()
+        roc.plot(c["fpr"], c["tpr"], label=f"{name} (AUROC {100 * m['AUROC']:.1f})")
+        pr.plot(c["recall"], c["precision"], label=f"{name} (AP {100 * m['AP']:.1f})")
+    roc.axhline(0.95, color="grey", ls=":", lw=0.8)
+    roc.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC", xscale="log", xlim=(1e-4, 1))
+    pr.set(xlabel="recall", ylabel="precision", title="precision-recall")
+    roc.legend(fontsize=7)
+    pr.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def score_distribution_figure(samples: dict):
+    """Per score, the density of its values on inlier and on anomaly pixels (a pixel sample)."""
+    import seaborn as sns
+    names = list(samples)
+    fig, axes = plt.subplots(2, (len(names) + 1) // 2, figsize=(13, 5), dpi=90, squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        for cls, label in ((0, "inlier"), (1, "anomaly")):
+            if samples[name][cls].size:
+                sns.kdeplot(samples[name][cls], ax=ax, fill=True, label=label, warn_singular=False)
+        ax.set_title(name, fontsize=9)
+        ax.set_ylabel("")
+    axes.flat[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def anomaly_heatmap_figure(kept: list, score: str = "hybrid"):
+    """Each kept image beside its ``score`` map (over the image, ground-truth anomaly in cyan),
+    all rows on one colour scale, shown by each row's colorbar."""
+    vmin, vmax = shared_range([item["maps"][score] for item in kept])
+    fig, axes = plt.subplots(len(kept), 2, figsize=(11, 2.4 * len(kept)), dpi=90, squeeze=False)
+    for row, item in enumerate(kept):
+        axes[row, 0].imshow(to_numpy_image(item["image"]))
+        axes[row, 0].axis("off")
+        show_heatmap(axes[row, 1], item["maps"][score], image=item["image"], outline=item["label"] == 1,
+                     vmin=vmin, vmax=vmax, label=f"{score} score",
+                     title=f"{score} score (shared colour scale), ground-truth anomaly in cyan")
+    fig.tight_layout()
+    return fig
+
+
+def confidence_figure(kept: list):
+    """The segmenter's max softmax probability on each kept image, the anomaly outlined in red."""
+    fig, axes = plt.subplots(1, len(kept), figsize=(4 * len(kept), 2.2), dpi=90, squeeze=False)
+    for ax, item in zip(axes[0], kept):
+        im = ax.imshow(item["confidence"].numpy(), cmap="viridis", vmin=0, vmax=1)
+        ax.contour((item["label"] == 1).numpy(), levels=[0.5], colors="red", linewidths=0.8)
+        ax.set_title("max softmax confidence", fontsize=8)
+        ax.axis("off")
+    fig.colorbar(im, ax=axes[0].tolist(), fraction=0.02)
+    return fig
+
+
+def evaluation_figures(results: dict, out_dir, prefix: str = "eval") -> list[Path]:
+    """The four figures of an evaluation's ``results``, written as ``<prefix>_<name>.png``."""
+    out_dir = Path(out_dir)
+    written = []
+    for name, draw in (("curves", lambda: ood_curves_figure(results["streams"])),
+                       ("score_distributions", lambda: score_distribution_figure(results["samples"])),
+                       ("heatmaps", lambda: anomaly_heatmap_figure(results["kept"])),
+                       ("confidence", lambda: confidence_figure(results["kept"]))):
+        fig = draw()
+        written.append(save(fig, out_dir / f"{prefix}_{name}.png"))
+        plt.close(fig)
+    return written

@@ -17,8 +17,19 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from ..config import crop_hw
 from .labels import IGNORE_INDEX
+
+
+def crop_hw(crop_size) -> tuple[int, int]:
+    """``(height, width)`` of a crop given as one side or as a pair.
+
+    >>> crop_hw(192), crop_hw((256, 512))
+    ((192, 192), (256, 512))
+    """
+    if isinstance(crop_size, int):
+        return crop_size, crop_size
+    height, width = crop_size
+    return height, width
 
 
 class RandomScale(v2.Transform):

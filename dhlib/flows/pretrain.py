@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..checkpointing import atomic_save, restore_rng_state, rng_state
+from ..devices import select_device
+from ..checkpointing import atomic_save, atomic_write_text, restore_rng_state, rng_state
 from ..data.cityscapes import CityscapesSegmentation
 from . import build_flow
 
@@ -79,61 +80,77 @@ def pretrain_flow(profile, resume: bool = False, steps: int | None = None, progr
     """Train ``build_flow(profile)`` on inlier crops; returns a summary dict (also saved)."""
     from ..data import synthcity
     synthcity.ensure(profile, progress)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() and profile.device != "cpu" else "cpu"))
+    device = select_device(device or profile.device)
     run_dir = Path(profile.path("runs_dir"))
     run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint_path = run_dir / "flow_checkpoint.pt"
-    log_path = run_dir / "flow_log.jsonl"
-    total_steps = steps or profile.flow_pretrain_steps
-
     torch.manual_seed(profile.seed)
     generator = torch.Generator().manual_seed(profile.seed)
     train = CityscapesSegmentation(profile.path("cityscapes_root"), "train")
-    val = CityscapesSegmentation(profile.path("cityscapes_root"), "val")
     flow = build_flow(profile).to(device)
     optimizer = torch.optim.Adamax(flow.parameters(), lr=profile.flow_lr)
-    step, elapsed, pool_indices = 0, 0.0, None
+    step, elapsed, pool_indices = resume_flow_state(run_dir, resume, flow, optimizer, generator)
+    run = FlowRun(flow, optimizer, CropPool(train, min(len(train), 256), generator, pool_indices), generator,
+                  run_dir, step, elapsed)
+    run.train(steps or profile.flow_pretrain_steps, profile.flow_batch, profile.flow_crop,
+              profile.flow_checkpoint_every, progress)
+    flow.eval()
+    val = CityscapesSegmentation(profile.path("cityscapes_root"), "val")
+    val_bpd = held_out_bits_per_dim(flow, fixed_crops(val, profile.flow_val_crops, profile.flow_crop))
+    atomic_save(flow.state_dict(), run_dir / "flow.pt")
+    summary = {"profile": profile.name, "steps": run.step, "train_time_s": round(run.elapsed, 1),
+               "val_bits_per_dim": round(val_bpd, 4), "crop": profile.flow_crop,
+               "parameters": sum(p.numel() for p in flow.parameters())}
+    atomic_write_text(json.dumps(summary, indent=2), run_dir / "flow_summary.json")
+    return summary
+
+
+def resume_flow_state(run_dir: Path, resume: bool, flow, optimizer, generator) -> tuple[int, float, list | None]:
+    """Load ``flow_checkpoint.pt`` into the flow, optimiser and generator when resuming; returns
+    ``(step, elapsed seconds, pool indices)``. A fresh run starts a fresh log."""
+    checkpoint_path = run_dir / "flow_checkpoint.pt"
     if resume and checkpoint_path.exists():
+        device = next(flow.parameters()).device
         state = torch.load(checkpoint_path, map_location=device, weights_only=True)
         flow.load_state_dict(state["flow"])
         optimizer.load_state_dict(state["optimizer"])
-        step, elapsed, pool_indices = state["step"], state["elapsed"], state["pool"]
         restore_rng_state(state["rng"], generator)
-    elif not resume:
-        log_path.unlink(missing_ok=True)
-    pool = CropPool(train, min(len(train), 256), generator, pool_indices)
+        return state["step"], state["elapsed"], state["pool"]
+    if not resume:
+        (run_dir / "flow_log.jsonl").unlink(missing_ok=True)
+    return 0, 0.0, None
 
-    def save_checkpoint():
-        atomic_save({"flow": flow.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                     "elapsed": elapsed, "pool": pool.indices, "rng": rng_state(generator)},
-                     checkpoint_path)
 
-    bar = tqdm(total=total_steps, initial=step, desc="flow pre-training", disable=not progress)
-    start = time.perf_counter() - elapsed
-    with open(log_path, "a") as log:
-        while step < total_steps:
-            crops = pool.crops(profile.flow_batch, profile.flow_crop).to(device)
-            loss = flow.bits_per_dim(crops, generator if device.type == "cpu" else None)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(flow.parameters(), 100.0)
-            optimizer.step()
-            step += 1
-            elapsed = time.perf_counter() - start
-            bar.update()
-            if step % 25 == 0 or step == total_steps:
-                bar.set_postfix(bpd=f"{loss.item():.3f}")
-                log.write(json.dumps({"step": step, "bits_per_dim": loss.item(), "time_s": elapsed}) + "\n")
-                log.flush()
-            if step % profile.flow_checkpoint_every == 0 or step == total_steps:
-                save_checkpoint()
-    bar.close()
+class FlowRun:
+    """The flow's maximum-likelihood steps, with the log and the checkpoints a resume needs."""
 
-    flow.eval()
-    val_bpd = held_out_bits_per_dim(flow, fixed_crops(val, profile.flow_val_crops, profile.flow_crop))
-    atomic_save(flow.state_dict(), run_dir / "flow.pt")
-    summary = {"profile": profile.name, "steps": step, "train_time_s": round(elapsed, 1),
-               "val_bits_per_dim": round(val_bpd, 4), "crop": profile.flow_crop,
-               "parameters": sum(p.numel() for p in flow.parameters())}
-    (run_dir / "flow_summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    def __init__(self, flow, optimizer, pool: CropPool, generator, run_dir: Path, step: int, elapsed: float):
+        self.flow, self.optimizer, self.pool, self.generator = flow, optimizer, pool, generator
+        self.run_dir, self.step, self.elapsed = run_dir, step, elapsed
+
+    def save_checkpoint(self) -> None:
+        atomic_save({"flow": self.flow.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
+                     "elapsed": self.elapsed, "pool": self.pool.indices, "rng": rng_state(self.generator)},
+                    self.run_dir / "flow_checkpoint.pt")
+
+    def train(self, total_steps: int, batch: int, crop: int, checkpoint_every: int, progress: bool) -> None:
+        device = next(self.flow.parameters()).device
+        noise = self.generator if device.type == "cpu" else None
+        bar = tqdm(total=total_steps, initial=self.step, desc="flow pre-training", disable=not progress)
+        start = time.perf_counter() - self.elapsed
+        with open(self.run_dir / "flow_log.jsonl", "a") as log:
+            while self.step < total_steps:
+                loss = self.flow.bits_per_dim(self.pool.crops(batch, crop).to(device), noise)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.flow.parameters(), 100.0)
+                self.optimizer.step()
+                self.step += 1
+                self.elapsed = time.perf_counter() - start
+                bar.update()
+                if self.step % 25 == 0 or self.step == total_steps:
+                    bar.set_postfix(bpd=f"{loss.item():.3f}")
+                    log.write(json.dumps({"step": self.step, "bits_per_dim": loss.item(), "time_s": self.elapsed}) + "\n")
+                    log.flush()
+                if self.step % checkpoint_every == 0 or self.step == total_steps:
+                    self.save_checkpoint()
+        bar.close()

@@ -16,8 +16,6 @@ Parameter names follow the published checkpoints (``aspp.features.1.0.weight``, 
 """
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

@@ -1,0 +1,234 @@
+"""Setting up a training run: distributed ranks, the segmenter to start from, the flow,
+the optimisers, and the checkpoint that makes a run resumable bit for bit.
+
+:func:`setup_training` gathers all of it in one :class:`TrainingSetup`, which the steps of
+:mod:`dhlib.train` share.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .checkpointing import atomic_save, restore_rng_state, rng_state
+from .config import project_root
+from .devices import select_device
+from .flows import build_flow
+from .models import build_model
+from .train_data import SeededCrops, training_data, training_loader
+
+
+def _distributed() -> tuple[int, int]:
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        if not torch.distributed.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            torch.distributed.init_process_group(backend)
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class InitCheckpointError(FileNotFoundError):
+    """The profile's ``init_checkpoint`` cannot be found: the message says where to get it."""
+
+
+def resolve_init_checkpoint(profile) -> tuple[Path | None, str | None]:
+    """``init_checkpoint`` as ``(path, sha256 or None)``; ``(None, None)`` for random weights.
+
+    A registered name (``dhlib.models.weights``) is hash-checked; a path is taken as it is.
+    """
+    from .models import weights
+    name = profile.init_checkpoint
+    if name is None or str(name).lower() == "none":
+        return None, None
+    if name in weights.REGISTRY:
+        return weights.resolve(name)
+    path = Path(name).expanduser()
+    path = path if path.is_absolute() else project_root() / path
+    if not path.is_file():
+        hint = NVIDIA_HINT if path.name == NVIDIA_CHECKPOINT else (
+            f"shipped names: {', '.join(weights.REGISTRY)}")
+        raise InitCheckpointError(
+            f"init_checkpoint {path} does not exist. DenseHybrid fine-tunes a segmenter trained on the "
+            f"inlier classes: {hint}. To train from random weights instead, pass --set init_checkpoint=none.")
+    return path, weights.sha256(path)
+
+
+NVIDIA_CHECKPOINT = "cityscapes_cv0_wideresnet38_nosdcaug.pth"
+
+
+NVIDIA_HINT = (f"download NVIDIA's Cityscapes WideResNet38 checkpoint {NVIDIA_CHECKPOINT} (linked from "
+               "NVIDIA's semantic-segmentation repository and the DenseHybrid README) and put it in "
+               "data/weights/, or set init_checkpoint to where it is")
+
+
+@dataclass
+class TrainingSetup:
+    """Everything the steps of one training share: data, models, optimisers, random state."""
+
+    profile: object
+    device: torch.device
+    rank: int
+    world: int
+    run_dir: Path
+    total_steps: int
+    closed_set: bool
+    crops: SeededCrops
+    negatives: object
+    class_weights: torch.Tensor | None
+    model: torch.nn.Module          # the segmenter itself (checkpoints, evaluation)
+    train_model: torch.nn.Module    # what the segmenter step calls: DDP- and/or compile-wrapped
+    flow: torch.nn.Module | None
+    seg_opt: torch.optim.Optimizer
+    seg_sched: object
+    flow_opt: torch.optim.Optimizer | None
+    flow_sched: object
+    generator: torch.Generator
+    batches_per_epoch: int
+    amp_dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler
+    init: dict = field(default_factory=dict)  # what init_checkpoint loaded
+    step: int = 0
+    loader: torch.utils.data.DataLoader | None = None  # batches from StepBatches
+    batch_iter: object = None       # the loader's iterator and the step it serves next
+    batch_iter_step: int = -1
+
+
+def initial_segmenter(profile, device, init_path: Path | None, init_sha256: str | None = None):
+    """The segmenter to train: random (stage 1, or ``init_checkpoint=none``) or loaded from
+    ``init_path`` (stage 2). Returns it with a record of what was loaded and left fresh."""
+    from .models import load_checkpoint
+    torch.manual_seed(profile.seed)
+    model = build_model(profile)
+    init = {"path": None, "sha256": None, "fresh": []}
+    if init_path is not None:
+        report = load_checkpoint(model, init_path)
+        init = {"path": str(init_path), "sha256": init_sha256, "layout": report.layout, "fresh": report.fresh}
+    return model.to(device), init
+
+
+def describe_keys(keys) -> str:
+    """``'logits_ood (4 tensors), attention (6 tensors)'``: state_dict keys grouped by module."""
+    counts = {}
+    for key in keys:
+        counts[key.split(".")[0]] = counts.get(key.split(".")[0], 0) + 1
+    return ", ".join(f"{module} ({n} tensors)" for module, n in counts.items())
+
+
+def optimiser_groups(model, fresh: list, lr: float, fresh_lr_mult: float) -> list[dict]:
+    """Adam parameter groups: what the init checkpoint provided at ``lr``; what it left fresh
+    (the OOD head from a one-head or closed-set file) at ``fresh_lr_mult × lr``, since a head
+    learning from nothing needs larger steps than weights that only need adjusting."""
+    fresh = set(fresh)
+    groups = [{"params": [p for n, p in model.named_parameters() if n not in fresh], "lr": lr},
+              {"params": [p for n, p in model.named_parameters() if n in fresh], "lr": lr * fresh_lr_mult}]
+    return [g for g in groups if g["params"]]
+
+
+def initial_flow(profile, crops, run_dir: Path, device, rank: int):
+    """The flow of the joint phase: pre-trained (``run_dir/flow.pt``) or fresh."""
+    flow = build_flow(profile).to(device)
+    pretrained = run_dir / "flow.pt"
+    if pretrained.exists():
+        flow.load_state_dict(torch.load(pretrained, map_location=device, weights_only=True))
+        return flow
+    if rank == 0:
+        print(f"note: {pretrained} not found; the flow starts untrained (run train-flow first)")
+    # ActNorm initialises itself on the first batch it sees. Show it the same inlier crops
+    # on every rank (the seeded crops are identical everywhere), or DDP ranks would start
+    # from different flows and drift apart.
+    factor = 2 ** profile.flow_levels
+    scenes = [crops[i][0] for i in range(min(8, len(crops)))]
+    side = min(profile.flow_crop, *scenes[0].shape[-2:]) // factor * factor
+    first = torch.stack([x[:, :side, :side] for x in scenes])
+    noise = torch.Generator().manual_seed(profile.seed) if device.type == "cpu" else None
+    with torch.no_grad():
+        flow.bits_per_dim(first.to(device), noise)
+    return flow
+
+
+def setup_training(profile, resume: bool = False, steps: int | None = None, progress: bool = True,
+                   closed_set: bool = False) -> TrainingSetup:
+    """Data, segmenter (from ``init_checkpoint`` unless ``closed_set``), flow, optimisers; resumed
+    from ``runs_dir/checkpoint.pt`` when ``resume`` and it exists."""
+    rank, world = _distributed()
+    device = select_device(profile.device, rank)
+    # Weight decay shrinks the weights of channels that ReLU has switched off towards zero, and
+    # as float32 subnormals they make CPU convolutions several times slower in long runs;
+    # flushing them to zero changes nothing a model can use.
+    torch.set_flush_denormal(True)
+    run_dir = Path(profile.path("runs_dir"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    total_steps = steps or profile.train_steps
+    init_path, init_sha256 = (None, None) if closed_set else resolve_init_checkpoint(profile)  # fail early
+    crops, negatives, class_weights = training_data(profile, closed_set, device, rank, world, progress)
+    model, init = initial_segmenter(profile, device, init_path, init_sha256)
+    flow = initial_flow(profile, crops, run_dir, device, rank) if profile.synthetic_prob > 0 and not closed_set else None
+    seg_opt = torch.optim.Adam(optimiser_groups(model, init["fresh"], profile.lr, profile.fresh_lr_mult),
+                               lr=profile.lr, weight_decay=profile.weight_decay, eps=profile.optimizer_eps)
+    seg_sched = torch.optim.lr_scheduler.LambdaLR(seg_opt, lr_factor(profile.lr_schedule, total_steps))
+    loader = training_loader(crops, profile, device, rank, world)
+    batches_per_epoch = loader.batch_sampler.per_epoch
+    if batches_per_epoch == 0:
+        raise ValueError(f"batch_size {profile.batch_size} × {world} ranks exceeds the {len(crops)} training images")
+    flow_opt = flow_sched = None
+    if flow is not None:
+        flow_opt = torch.optim.Adamax(flow.parameters(), lr=profile.flow_joint_lr, eps=profile.optimizer_eps)
+        flow_sched = torch.optim.lr_scheduler.ExponentialLR(flow_opt, gamma=0.9)  # per epoch
+    amp_dtype = None
+    if profile.amp and device.type == "cuda":
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    setup = TrainingSetup(profile, device, rank, world, run_dir, total_steps, closed_set, crops, negatives,
+                          class_weights, model, model, flow, seg_opt, seg_sched, flow_opt, flow_sched,
+                          torch.Generator().manual_seed(profile.seed * 31 + rank), batches_per_epoch, amp_dtype,
+                          torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16), init, loader=loader)
+    if resume and (run_dir / "checkpoint.pt").exists():
+        load_training_checkpoint(setup, run_dir / "checkpoint.pt")
+    elif rank == 0:
+        (run_dir / "train_log.jsonl").unlink(missing_ok=True)
+    setup.train_model = wrap_for_training(model, device, world, profile.compile)
+    return setup
+
+
+def lr_factor(schedule: str, total_steps: int):
+    """The learning-rate multiplier at step s: ``(1 − s/steps)^0.9`` (poly, as DeepLab) or 1."""
+    if schedule == "constant":
+        return lambda s: 1.0
+    return lambda s: (1 - min(s, total_steps - 1) / total_steps) ** 0.9
+
+
+def wrap_for_training(model, device, world: int, compile_model: bool):
+    """DDP across ranks (SyncBatchNorm on GPUs) and optionally ``torch.compile``."""
+    train_model = model
+    if world > 1:
+        if device.type == "cuda":  # small per-GPU batches: normalise over the whole batch
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    return torch.compile(train_model) if compile_model else train_model
+
+
+def save_training_checkpoint(setup: TrainingSetup) -> None:
+    """Everything a bit-exact resume needs, written atomically by rank 0."""
+    if setup.rank != 0:
+        return
+    state = {"model": setup.model.state_dict(), "seg_opt": setup.seg_opt.state_dict(),
+             "seg_sched": setup.seg_sched.state_dict(), "step": setup.step, "rng": rng_state(setup.generator)}
+    if setup.flow is not None:
+        state |= {"flow": setup.flow.state_dict(), "flow_opt": setup.flow_opt.state_dict(),
+                  "flow_sched": setup.flow_sched.state_dict()}
+    atomic_save(state, setup.run_dir / "checkpoint.pt")
+
+
+def load_training_checkpoint(setup: TrainingSetup, path: Path) -> None:
+    state = torch.load(path, map_location=setup.device, weights_only=True)
+    setup.model.load_state_dict(state["model"])
+    setup.seg_opt.load_state_dict(state["seg_opt"])
+    setup.seg_sched.load_state_dict(state["seg_sched"])
+    if setup.flow is not None:
+        setup.flow.load_state_dict(state["flow"])
+        setup.flow_opt.load_state_dict(state["flow_opt"])
+        setup.flow_sched.load_state_dict(state["flow_sched"])
+    setup.step = state["step"]
+    restore_rng_state(state["rng"], setup.generator)
