@@ -118,7 +118,7 @@ class Profile:
     beta: float = 0.03            # L = L_d + β·L_x + 10β·L_cla; β = 0.03 with ADE20K negatives (DenseHybrid ECCV'22)
     # L_x = mean ln p̂(x) on negatives is unbounded below. The papers fine-tune at lr 1e-6 and
     # never get far; the quick tier's learning rates are orders of magnitude larger, where the
-    # plain term runs away and drags L_d up (README, "Training"). A float m floors it with the
+    # plain term runs away and drags L_d up (docs/RESULTS.md). A float m floors it with the
     # smooth hinge softplus(ln p̂ − m) (losses.likelihood_loss, our addition); None = the papers' plain term.
     likelihood_floor: float | None = -5.0
     flow_jsd_weight: float = 0.03 # flow loss L_mle + 0.03·L_jsd (TPAMI'24)

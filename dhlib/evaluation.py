@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .metrics import (ComponentMetrics, OpenSetConfusion, StreamingOODMetrics, best_f1_threshold,
+from .component_metrics import ComponentMetrics
+from .metrics import (OpenSetConfusion, StreamingOODMetrics, best_f1_threshold,
                       confusion_matrix, mean_iou, ood_metrics, threshold_at_tpr)
 from .scores import SCORES
 
@@ -156,7 +157,7 @@ class THKLOODEvaluation:
 
         The map is thresholded at the pooled best pixel-F1 threshold of ``run()``'s statistics.
         ``track`` ('anomaly' / 'obstacle') takes the benchmark's size limits; explicit sizes
-        override them (see :class:`~dhlib.metrics.ComponentMetrics`).
+        override them (see :class:`~dhlib.component_metrics.ComponentMetrics`).
         """
         if self.results is None:
             raise RuntimeError("call run() before component_metrics()")

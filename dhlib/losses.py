@@ -52,7 +52,9 @@ def class_balance_weights(pixel_counts, exponent: float) -> torch.Tensor:
     """Per-class weights w_c = (median_c' f_c' / f_c)^α from training pixel counts.
 
     α = 0: plain cross-entropy (the papers); α = 1: median-frequency balancing (Eigen &
-    Fergus, 2015). Classes that never occur get weight 0.
+    Fergus, 2015). Classes that never occur get weight 0. With an even number of classes
+    present the median is the lower middle frequency (``torch.median``), so that one class,
+    the median one, keeps weight 1.
     """
     counts = torch.as_tensor(pixel_counts, dtype=torch.float64)
     present = counts > 0
