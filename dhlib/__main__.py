@@ -276,8 +276,6 @@ def ablate(profile: Profile, variants=None) -> list:
     return results
 
 
-# ---- score: the shipped model on the user's own images (logic in dhlib/scoring.py) ----------
-
 def score(paths, checkpoint=None, threshold=None, out=None) -> tuple[int, int]:
     """Heatmap and mask per image in ``out``; exits with status 1 if any input failed."""
     from .config import project_root
@@ -289,8 +287,6 @@ def score(paths, checkpoint=None, threshold=None, out=None) -> tuple[int, int]:
     if failed:
         raise SystemExit(1)
     return scored, failed
-
-# ---- end of score -------------------------------------------------------------------------
 
 
 class UsageError(Exception):

@@ -87,7 +87,7 @@ def test_custom_images_with_and_without_labels(tmp_path):
     assert ds.has_labels and int(ds[0][1].sum()) == 5
 
 
-def test_datasets_from_profile(tiny_profile):
+def test_smoke_datasets_from_profile(tiny_profile):
     data = datasets_from_profile(tiny_profile)
     image, target = data["train"][0]
     assert image.shape == (3, 48, 48) and target.shape == (48, 48)  # the profile's crop

@@ -71,7 +71,7 @@ def test_likelihood_floor_is_a_softplus_hinge_bounded_below():
     assert likelihood_loss(seg, torch.zeros_like(ood_t), floor=m).item() == 0.0
 
 
-def test_losses_stay_finite_on_extreme_logits():
+def test_smoke_losses_stay_finite_on_extreme_logits():
     seg, ood, seg_t, ood_t = _batch()
     terms = densehybrid_loss(seg.float() * 1e4, ood.float() * 1e4, seg_t, ood_t, beta=0.03)
     assert all(math.isfinite(v.item()) for v in terms.values())

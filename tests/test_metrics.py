@@ -65,7 +65,7 @@ def _blobs():
 
 
 def test_component_metrics_perfect_prediction():
-    from dhlib.metrics import ComponentMetrics
+    from dhlib.component_metrics import ComponentMetrics
     y = _blobs()
     m = ComponentMetrics(threshold=0.5, min_gt_size=1)
     m.update(y.astype(float), y)
@@ -75,7 +75,7 @@ def test_component_metrics_perfect_prediction():
 
 
 def test_component_metrics_adjusted_iou_for_one_blob_over_two_objects():
-    from dhlib.metrics import ComponentMetrics
+    from dhlib.component_metrics import ComponentMetrics
     y = _blobs()
     score = np.zeros(y.shape)
     score[1:4, 1:10] = 1   # one predicted blob of 27 px covering both objects and the gap
@@ -90,7 +90,7 @@ def test_component_metrics_adjusted_iou_for_one_blob_over_two_objects():
 
 
 def test_component_metrics_void_small_objects_and_false_positives():
-    from dhlib.metrics import ComponentMetrics
+    from dhlib.component_metrics import ComponentMetrics
     y = np.zeros((8, 8), np.uint8)
     y[0:2, 0:2] = 1            # a 4-px object: below min_gt_size, becomes void
     y[5:8, 5:8] = 1            # a 9-px object
@@ -190,7 +190,7 @@ def _check_smiyc_fixture_counts(m):
 
 
 def test_component_metrics_count_like_smiyc_on_a_hand_made_scene():
-    from dhlib.metrics import ComponentMetrics
+    from dhlib.component_metrics import ComponentMetrics
     s, y = _smiyc_fixture()
     m = ComponentMetrics(threshold=0.5, track="obstacle")
     assert (m.min_pred_size, m.min_gt_size) == (50, 10)
@@ -203,7 +203,7 @@ def test_component_metrics_anomaly_track_on_the_scene_scaled_three_times():
     # P3 180 < 500: dropped, P4 504, P5 504 ≥ 500 (423 after voiding D), P6 360 < 500: dropped;
     # the anomaly preset (500 / 100) keeps and drops the same components, and all ratios are
     # unchanged, so every count and mean is the obstacle one above.
-    from dhlib.metrics import ComponentMetrics
+    from dhlib.component_metrics import ComponentMetrics
     s, y = (np.kron(a, np.ones((3, 3), a.dtype)) for a in _smiyc_fixture())
     m = ComponentMetrics(threshold=0.5, track="anomaly")
     assert (m.min_pred_size, m.min_gt_size) == (500, 100)
@@ -212,7 +212,7 @@ def test_component_metrics_anomaly_track_on_the_scene_scaled_three_times():
 
 
 def test_component_metrics_explicit_sizes_override_the_preset():
-    from dhlib.metrics import ComponentMetrics
+    from dhlib.component_metrics import ComponentMetrics
     s, y = _smiyc_fixture()
     # min_pred_size=0 overrides the obstacle track's 50: P3 (20 px) and what is left of P6
     # (40 px) come back as two more false positives (PPV 0) at every τ; TP and FN unchanged.
@@ -236,7 +236,7 @@ def test_component_metrics_explicit_sizes_override_the_preset():
 
 
 def test_component_metrics_presets_and_defaults():
-    from dhlib.metrics import TRACK_SIZES, ComponentMetrics
+    from dhlib.component_metrics import TRACK_SIZES, ComponentMetrics
     assert TRACK_SIZES == {"anomaly": {"min_pred_size": 500, "min_gt_size": 100},
                            "obstacle": {"min_pred_size": 50, "min_gt_size": 10}}
     m = ComponentMetrics(0.5)                         # no track: the earlier defaults

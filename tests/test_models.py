@@ -112,21 +112,21 @@ def test_checkpoints_are_read_without_unpickling_code(tmp_path):
 
 
 @pytest.mark.parametrize("size", [(37, 53), (64, 96), (17, 130)])
-def test_any_input_size_gives_logits_at_that_size(size):
+def test_smoke_any_input_size_gives_logits_at_that_size(size):
     torch.manual_seed(0)
     model = SmallDeepLabTH(19).eval()
     seg, ood = model(torch.rand(2, 3, *size))
     assert seg.shape == (2, 19, *size) and ood.shape == (2, 2, *size)
 
 
-def test_wrn38_on_odd_sizes():
+def test_smoke_wrn38_on_odd_sizes():
     model = DeepWV3PlusTH(19).eval()
     with torch.no_grad():
         seg, ood = model(torch.rand(1, 3, 33, 45))
     assert seg.shape == (1, 19, 33, 45) and ood.shape == (1, 2, 33, 45)
 
 
-def test_attention_maps():
+def test_smoke_attention_maps():
     model = SmallDeepLabTH(19, attention=True).eval()
     maps = model.attention_maps(torch.rand(2, 3, 64, 128))
     assert maps["spatial"].shape == (2, 1, 16, 32) and maps["channel"].shape == (2, 80, 1, 1)
@@ -143,7 +143,7 @@ def test_build_model_follows_the_profile():
 
 
 @pytest.mark.parametrize("skip_stride", [2, 4])
-def test_small_model_decodes_at_its_skip_stride(skip_stride):
+def test_smoke_small_model_decodes_at_its_skip_stride(skip_stride):
     torch.manual_seed(0)
     model = SmallDeepLabTH(19, skip_stride=skip_stride).eval()
     maps = model.attention_maps(torch.rand(1, 3, 64, 128))

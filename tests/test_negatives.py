@@ -2,15 +2,15 @@ import pytest
 import torch
 
 from dhlib.data import ADE20KNegatives
-from dhlib.negatives import (Box, class_union_mask, cut_negative, negative_window, paste, paste_real_negatives,
-                             random_box, rectangle_in_window, rectangle_mask, sample_patch_size)
+from dhlib.negatives import (Box, NegativeRecipe, class_union_mask, cut_negative, negative_window, paste,
+                             paste_real_negatives, random_box, rectangle_in_window, rectangle_mask, sample_patch_size)
 
 
 def gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
-def test_patch_sizes_respect_bounds_and_multiples():
+def test_smoke_patch_sizes_respect_bounds_and_multiples():
     g = gen()
     for _ in range(200):
         h, w = sample_patch_size(16, 216, generator=g)
@@ -147,7 +147,7 @@ def test_paste_is_differentiable_in_the_patch():
 def test_paste_real_negatives_on_synthcity(tiny_profile):
     negatives = ADE20KNegatives(tiny_profile.path("ade20k_root"))
     images, segs = torch.rand(2, 3, 48, 48), torch.zeros(2, 48, 48, dtype=torch.long)
-    mixed, seg, ood, boxes = paste_real_negatives(images, segs, negatives, tiny_profile, gen())
+    mixed, seg, ood, boxes = paste_real_negatives(images, segs, negatives, NegativeRecipe.from_profile(tiny_profile), gen())
     for i, b in enumerate(boxes):
         assert (b.height, b.width) == (24, 24)  # the whole negative_crop window goes in
         assert (ood[i] == 1).sum() > 0 and torch.equal(ood[i] == 1, seg[i] == 255)
@@ -165,7 +165,7 @@ def test_mixing_real_and_synthetic_negatives(tiny_profile, b):
     flow = MultiScaleFlow(3, levels=2, steps=1, hidden=8)
     negatives = ADE20KNegatives(tiny_profile.path("ade20k_root"))
     images, segs = torch.rand(16, 3, 48, 48), torch.zeros(16, 48, 48, dtype=torch.long)
-    mixed, seg, ood, boxes, synthetic = paste_negatives(images, segs, negatives, profile, gen(), flow=flow)
+    mixed, seg, ood, boxes, synthetic = paste_negatives(images, segs, negatives, NegativeRecipe.from_profile(profile), gen(), flow=flow)
     share = sum(synthetic) / len(synthetic)
     assert share == b if b in (0.0, 1.0) else 0.2 < share < 0.8
     for i, (box, flow_sample) in enumerate(zip(boxes, synthetic)):
@@ -175,13 +175,13 @@ def test_mixing_real_and_synthetic_negatives(tiny_profile, b):
     assert not mixed.requires_grad  # the segmenter step samples without gradient
 
 
-def test_mixing_with_flow_gradient():
+def test_smoke_mixing_with_flow_gradient():
     from dhlib.config import load_profile
     from dhlib.flows import MultiScaleFlow
     from dhlib.negatives import paste_negatives
     profile = load_profile("quick", synthetic_prob=1.0, flow_sample_min_side=8, flow_sample_max_side=16)
     flow = MultiScaleFlow(3, levels=2, steps=1, hidden=8)
     mixed, *_ = paste_negatives(torch.rand(2, 3, 32, 32), torch.zeros(2, 32, 32, dtype=torch.long),
-                                None, profile, gen(), flow=flow, flow_grad=True)
+                                None, NegativeRecipe.from_profile(profile), gen(), flow=flow, flow_grad=True)
     mixed.sum().backward()
     assert flow.top_mean.grad is not None

@@ -1,4 +1,6 @@
 """Anomaly scores against numpy; exact OOD metrics against scikit-learn; streaming metrics."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -34,9 +36,29 @@ def test_scores_match_numpy_and_stay_finite(scale):
         assert half.dtype == torch.float32 and torch.isfinite(half).all(), name
 
 
-def test_hybrid_is_discriminative_plus_energy():
-    seg, ood = torch.randn(1, 19, 3, 3), torch.randn(1, 2, 3, 3)
-    torch.testing.assert_close(SCORES["hybrid"](seg, ood), SCORES["discriminative"](seg, ood) + SCORES["energy"](seg, ood))
+def test_hybrid_score_on_hand_computed_pixels():
+    """ln P(out|x) − ln Σ_k exp s_k(x), worked out with math.log/math.exp on two pixels.
+
+    Pixel 1: s = (1, 2, 0.5), OOD logits (0.3, −0.7):
+        ln P(out|x) = −0.7 − ln(e^0.3 + e^−0.7) = −1.31326…
+        ln p̂(x)    = ln(e^1 + e^2 + e^0.5)     =  2.46437…
+        hybrid      = −1.31326… − 2.46437…      = −3.77763…
+    Pixel 2: s = (0, 0, 0), OOD logits (0, 0): ln ½ − ln 3 = −ln 6, exactly.
+    """
+    seg = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.5, 0.0]], dtype=torch.float64)[None, :, None, :]  # 1×3×1×2
+    ood = torch.tensor([[0.3, 0.0], [-0.7, 0.0]], dtype=torch.float64)[None, :, None, :]             # 1×2×1×2
+    log_out = -0.7 - math.log(math.exp(0.3) + math.exp(-0.7))
+    log_density = math.log(math.exp(1.0) + math.exp(2.0) + math.exp(0.5))
+    expected = [log_out - log_density, -math.log(6.0)]
+    assert expected[0] == pytest.approx(-3.7776304716, abs=1e-9)  # the figures in the docstring
+    ours = SCORES["hybrid"](seg, ood)
+    assert ours.shape == (1, 1, 2)
+    assert ours[0, 0].tolist() == pytest.approx(expected, rel=1e-12)
+    # the same numbers in float32 (the dtype the evaluation runs in)
+    assert SCORES["hybrid"](seg.float(), ood.float())[0, 0].tolist() == pytest.approx(expected, rel=1e-6)
+    # higher = more anomalous: raising P(out|x) or lowering every class logit raises the score
+    assert (SCORES["hybrid"](seg, ood + torch.tensor([0.0, 1.0]).view(1, 2, 1, 1)) > ours).all()
+    assert (SCORES["hybrid"](seg - 1, ood) > ours).all()
 
 
 def sklearn_metrics(scores, labels):

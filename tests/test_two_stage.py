@@ -9,7 +9,7 @@ import torch
 
 from dhlib.config import load_profile
 from dhlib.models import build_model, weights
-from dhlib.train import InitCheckpointError, initial_segmenter, optimiser_groups, resolve_init_checkpoint
+from dhlib.train_setup import InitCheckpointError, initial_segmenter, optimiser_groups, resolve_init_checkpoint
 
 SMALL = dict(small_widths=(8, 8, 8, 8, 8), aspp_dim=8, fine_dim=4)
 
