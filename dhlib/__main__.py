@@ -21,7 +21,10 @@ Commands available now:
 * ``score``      ``PATH... [--checkpoint FILE] [--threshold T] [--out DIR]``: the shipped DenseHybrid
                  model on your own images (files or folders); a heatmap and a binary mask per image;
 * ``report``     ``[RESULTS_JSON ...] [--out FILE]``: append runs' results (default: every
-                 ``runs/*/results.json``) to ``docs/RESULTS.md`` with date, commit and machine.
+                 ``runs/*/results.json``) to ``docs/RESULTS.md`` with date, commit and machine;
+* ``paper-figures`` ``[--out DIR] [--checkpoint FILE]``: the papers' kind of figures (2-D toy, cue maps,
+                 score distributions, cue ablation, negatives table from an ``ablate`` run), each PNG with
+                 a caption file, of the shipped quick-densehybrid model or FILE; default DIR figures/paper.
 
 
 """
@@ -56,48 +59,14 @@ def make_data(profile: Profile) -> None:
 
 
 def figures(profile: Profile) -> list:
-    """Data figures of the profile's datasets, written to ``profile.figures_dir``."""
+    """Data figures of the profile's datasets (and its last runs' curves) in ``figures_dir``."""
     import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import torch
-
     from . import viz
     from .data import datasets_from_profile
-    from .negatives import NegativeRecipe, paste_real_negatives
-
-    out = profile.path("figures_dir")
-    data = datasets_from_profile(profile, train_augment=False)
-    written = []
-
-    def keep(fig, name):
-        written.append(viz.save(fig, out / name))
-        plt.close(fig)
-
-    val = data["val"]
-    keep(viz.show_segmentation_pairs([val[i] for i in range(4)],
-                                     [val.listing.images[i].split("/")[-1] for i in range(4)]),
-         "data_scenes.png")
-    keep(viz.class_frequency_figure(viz.class_pixel_counts(data["train"], limit=100),
-                                    f"{profile.name}: class pixel share (100 train images)"),
-         "data_class_frequencies.png")
-    fs = data["anomalies"]
-    keep(viz.show_ood_pairs([fs[i] for i in range(4)], [fs.name(i) for i in range(4)]),
-         "data_anomalies.png")
-    keep(viz.show_negatives([data["negatives"][i] for i in range(8)]), "data_negatives.png")
-
-    generator = torch.Generator().manual_seed(profile.seed)
-    image, target = val[0]
-    mixed, seg, ood, boxes = paste_real_negatives(image[None], target[None], data["negatives"],
-                                                  NegativeRecipe.from_profile(profile), generator)
-    keep(viz.show_pasting(image, target, mixed[0], seg[0], ood[0], boxes[0],
-                          "negative pasting (a released-code cut: rectangle or class union)"), "data_pasting.png")
-    log = profile.path("runs_dir") / "train_log.jsonl"
-    if log.exists():  # the curves of the last training run, when there is one
-        keep(viz.training_curves(log, title=f"{profile.name}: training curves ({log})"), "training_curves.png")
-    flow_log = profile.path("runs_dir") / "flow_log.jsonl"
-    if flow_log.exists():
-        keep(viz.flow_curves(flow_log), "flow_pretraining.png")
+    from .negatives import NegativeRecipe
+    written = viz.data_figures(datasets_from_profile(profile, train_augment=False), NegativeRecipe.from_profile(profile),
+                               profile.seed, profile.path("runs_dir"), profile.path("figures_dir"), profile.name)
     for path in written:
         print(f"wrote {path}")
     return written
@@ -316,6 +285,14 @@ def _report(args, profile):
     return report(args.names or None, args.out)
 
 
+def _paper_figures(args, profile):
+    from .paper_figures import paper_figures
+    written = paper_figures(profile, out=args.out, checkpoint=args.checkpoint, command=args.command_line)
+    for path in written:
+        print(f"wrote {path}")
+    return written
+
+
 def _ablate(args, profile):
     try:
         return ablate(profile, args.variant)
@@ -336,6 +313,7 @@ COMMANDS = {
     "ablate": _ablate,
     "score": _score,
     "report": _report,
+    "paper-figures": _paper_figures,
 }
 TAKES_NAMES = ("ship-weights", "score", "report")  # the commands with positional arguments
 
@@ -355,12 +333,14 @@ def main(argv=None) -> None:
                         help="pretrain, train, train-flow: continue from the last checkpoint in the run folder")
     parser.add_argument("--checkpoint", help="evaluate: the model weights to load; score: your file, loaded into "
                         "the shipped quick-densehybrid architecture instead of the shipped weights (the "
-                        "threshold still comes from the shipped model card unless --threshold is given)")
+                        "threshold still comes from the shipped model card unless --threshold is given); "
+                        "paper-figures: the model to draw instead of the shipped quick-densehybrid")
     parser.add_argument("--threshold", type=float, metavar="T",
                         help="score: flag pixels with hybrid score >= T instead of the model card's threshold")
     parser.add_argument("--out", metavar="DIR",
                         help="score: output folder (created if missing; default runs/score in the project root); "
-                             "report: the Markdown file to append to (default docs/RESULTS.md in the project root)")
+                             "report: the Markdown file to append to (default docs/RESULTS.md in the project root); "
+                             "paper-figures: the folder for the figures and captions (default figures/paper)")
     parser.add_argument("--dataset", help="evaluate: 'fishyscapes' (the profile's tree; default) or the folder "
                         "of an anomaly benchmark (Fishyscapes, SegmentMeIfYouCan, Road Anomaly, images/ + labels/)")
     parser.add_argument("--kind", help="evaluate: the kind of --dataset DIR when its tree cannot tell: "

@@ -263,6 +263,39 @@ def flow_curves(records, title: str = "flow pre-training: L_mle on inlier crops"
     return fig
 
 
+# ---- the data figures of `python -m dhlib figures` ---------------------------------------------
+
+def data_figures(data: dict, recipe, seed: int, runs_dir, out_dir, name: str) -> list[Path]:
+    """Scenes, class shares, anomalies, negatives and one pasting of ``data`` (the dict of
+    :func:`dhlib.data.datasets_from_profile`), and the curves of the runs in ``runs_dir``
+    when their logs exist; written into ``out_dir``."""
+    from .negatives import paste_real_negatives
+    out, written = Path(out_dir), []
+
+    def keep(fig, filename):
+        written.append(save(fig, out / filename))
+        plt.close(fig)
+
+    val, fs = data["val"], data["anomalies"]
+    keep(show_segmentation_pairs([val[i] for i in range(4)], [val.listing.images[i].split("/")[-1] for i in range(4)]),
+         "data_scenes.png")
+    keep(class_frequency_figure(class_pixel_counts(data["train"], limit=100),
+                                f"{name}: class pixel share (100 train images)"), "data_class_frequencies.png")
+    keep(show_ood_pairs([fs[i] for i in range(4)], [fs.name(i) for i in range(4)]), "data_anomalies.png")
+    keep(show_negatives([data["negatives"][i] for i in range(8)]), "data_negatives.png")
+    image, target = val[0]
+    mixed, seg, ood, boxes = paste_real_negatives(image[None], target[None], data["negatives"], recipe,
+                                                  torch.Generator().manual_seed(seed))
+    keep(show_pasting(image, target, mixed[0], seg[0], ood[0], boxes[0],
+                      "negative pasting (a released-code cut: rectangle or class union)"), "data_pasting.png")
+    log, flow_log = Path(runs_dir) / "train_log.jsonl", Path(runs_dir) / "flow_log.jsonl"
+    if log.exists():  # the curves of the last training run, when there is one
+        keep(training_curves(log, title=f"{name}: training curves ({log})"), "training_curves.png")
+    if flow_log.exists():
+        keep(flow_curves(flow_log), "flow_pretraining.png")
+    return written
+
+
 # ---- evaluation figures: drawn from THKLOODEvaluation.results --------------------------------
 
 def ood_curves_figure(streams: dict):
