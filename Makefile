@@ -15,7 +15,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PROFILE ?= quick
 
-.PHONY: demo test install bench notebooks ablate clean-data pretrain finetune
+.PHONY: demo test install bench notebooks exercises ablate clean-data pretrain finetune
 
 # The stamp is rebuilt whenever pyproject.toml changes, so a new dependency is installed.
 $(VENV)/.installed: pyproject.toml
@@ -63,6 +63,11 @@ bench: install
 # Re-execute every notebook top to bottom in quick mode and store the outputs.
 notebooks: install
 	$(PY) scripts/execute_notebooks.py notebooks/*.ipynb
+
+# Self-checking exercises (otter-grader): `otter assign` on every notebook with an
+# '# ASSIGNMENT CONFIG' cell -> exercises/student/ (committed) and exercises/autograder/ (ignored).
+exercises: install
+	$(PY) scripts/make_exercises.py
 
 clean-data:
 	rm -rf data/synthcity runs/quick
