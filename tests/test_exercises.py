@@ -103,6 +103,13 @@ def test_a_master_exists():
         assert all(q.startswith(prefix) for q in questions(nbformat.read(master, as_version=4)))
 
 
+def test_every_notebook_has_two_coded_questions():
+    for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        assert notebook in MASTERS, f"{notebook.name} has no '# ASSIGNMENT CONFIG' cell"
+        coded = [q for q, spec in questions(nbformat.read(notebook, as_version=4)).items() if spec["tests"]]
+        assert len(coded) >= 2, f"{notebook.name} has {len(coded)} coded question(s): {coded}"
+
+
 @pytest.mark.parametrize("master", MASTERS, ids=lambda p: p.stem)
 def test_committed_student_notebook_is_regenerated_identically(master, generated):
     committed = STUDENT / master.name
