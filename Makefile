@@ -1,6 +1,7 @@
 # Two commands on a fresh machine (only Python 3.11, 3.12 or 3.13 needed):
 #   make demo   create .venv if missing, install, run the quick pipeline
 #   make test   create .venv if missing, install, run unit tests + notebooks (nbval)
+#   make book   the course as an offline HTML book in book/_build/html/
 #
 # The interpreter that creates .venv: python3.11 when it runs, otherwise the first of
 # python3.13, python3.12, python3 that runs and is 3.11-3.13. Every candidate is run, not just
@@ -15,7 +16,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PROFILE ?= quick
 
-.PHONY: demo test install bench notebooks exercises ablate clean-data pretrain finetune
+.PHONY: demo test install bench notebooks exercises book browser ablate clean-data pretrain finetune
 
 # The stamp is rebuilt whenever pyproject.toml changes, so a new dependency is installed.
 $(VENV)/.installed: pyproject.toml
@@ -27,7 +28,7 @@ $(VENV)/.installed: pyproject.toml
 	    "or is not Python 3.11, 3.12 or 3.13." >&2; exit 1; }; \
 	  echo "creating $(VENV) with $$py"; "$$py" -m venv $(VENV); }
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,book]'
 	@touch $@
 
 install: $(VENV)/.installed
@@ -68,6 +69,17 @@ notebooks: install
 # '# ASSIGNMENT CONFIG' cell -> exercises/student/ (committed) and exercises/autograder/ (ignored).
 exercises: install
 	$(PY) scripts/make_exercises.py
+
+# The course as a static HTML book from the stored notebooks, the README and docs/ (nothing is
+# executed; npm fetches the pinned MathJax once). Open it with
+#   python -m http.server -d book/_build/html     (then http://localhost:8000)
+book: install
+	$(PY) scripts/build_book.py
+
+# Debian's chromium and chromium-driver (and npm) for the book's browser test; CI runs this
+# before `make test`. Needs root or sudo; without them the browser test skips and says why.
+browser:
+	bash scripts/install_browser.sh
 
 clean-data:
 	rm -rf data/synthcity runs/quick

@@ -42,7 +42,7 @@ TRACK_SIZES = {"anomaly": {"min_pred_size": 500, "min_gt_size": 100},   # SegEva
 
 def _adjusted_iou(own: np.ndarray, other: np.ndarray, k: int) -> float:
     """Adjusted IoU of component ``k`` of the label map ``own`` against the components of
-    ``other`` that touch it (both flattened to the region of interest):
+    ``other`` that touch it (both flattened to the region of interest)::
 
         sIoU(k) = |k ∩ K̂| / (|k ∪ K̂| − |A|),   K̂ = ∪ components of ``other`` touching k,
                                                  A = pixels of K̂ in other components of ``own``
@@ -70,11 +70,11 @@ class ComponentMetrics:
     truth and prediction are split into 8-connected components; predicted components
     smaller than ``min_pred_size`` pixels are dropped, then ground-truth components smaller
     than ``min_gt_size`` become void; everything is evaluated on the non-void pixels.
-    For a ground-truth component k (see :func:`_adjusted_iou`)
+    For a ground-truth component k (see :func:`_adjusted_iou`)::
 
         sIoU(k) = |k ∩ K̂| / (|k ∪ K̂| − |A|)
 
-    and for a predicted component k̂, PPV(k̂) = |k̂ ∩ ground-truth anomalies| / |k̂|. For each
+    and for a predicted component k̂, ``PPV(k̂) = |k̂ ∩ ground-truth anomalies| / |k̂|``. For each
     τ: TP = #{k : sIoU ≥ τ}, FN = #{k : sIoU < τ}, FP = #{k̂ : PPV < τ}, summed over the
     dataset; F1(τ) = 2TP / (2TP + FN + FP); the benchmark reports the mean F1 over
     τ ∈ {0.25, 0.30, ..., 0.75} and the means of sIoU and PPV over all components.

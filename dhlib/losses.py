@@ -2,7 +2,7 @@
 
 Targets come from :func:`dhlib.negatives.paste`: ``seg_target`` holds train ids with 255 on
 void and pasted pixels; ``ood_target`` is 1 on pasted (negative) pixels, 0 on inliers and
-255 on void. With class logits s(x) and OOD logits o(x):
+255 on void. With class logits s(x) and OOD logits o(x)::
 
     L_d   = mean over inlier pixels of −ln softmax(s)_y                  segmentation
     L_x   = mean over negative pixels of ln p̂(x) = logsumexp_k s_k(x)     data likelihood

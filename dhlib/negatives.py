@@ -8,9 +8,11 @@ released code (``experiments/semseg_negatives_joint_th.py`` and the negative tra
    rescaled by s ~ U(0.5, 2), then a random ``crop``×``crop`` window (192 px). The patch
    is that whole window, at its own scale: nothing is resized after the cut;
 2. its outline, drawn per image, with probability ½ each:
+
    * ``rectangle``: a box with sides from {16, 24, …} below the crop side, anywhere in it;
    * ``class_union``: the pixels of 2 ADE labels drawn *with replacement* among those in
      the window, so one or two classes, and the unlabeled id 0 may be one of them;
+
 3. a synthetic negative (TPAMI, probability b instead of 1.): a normalizing-flow sample of
    h×w with sides from {16, …, 216} px in multiples of the flow's squeeze factor, all of it;
 4. the window goes to a uniform position in the scene and is pasted under its mask: the

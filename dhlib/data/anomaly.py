@@ -18,9 +18,9 @@ fishyscapes-laf     ``LostAndFound/{original,labels}/<name>.png``; or       0, 1
                     ``ood/<city>/<id>_ood_segmentation.png`` (DenseHybrid)
 smiyc-anomaly       ``images/validation*.{jpg,png,webp}`` +                 0, 1, 255
 smiyc-obstacle      ``labels_masks/validation*_labels_semantic.png``        0 road, 1 obstacle,
-                    (the same layout for both tracks)                      255 off the road
+                    (the same layout for both tracks)                       255 off the road
 road-anomaly        ``frames/<name>.{jpg,webp,png}`` +                      0 and 1 inlier,
-                    ``frames/<name>.labels/labels_semantic.png``           2 anomaly, no void
+                    ``frames/<name>.labels/labels_semantic.png``            2 anomaly, no void
 folder              ``images/<name>.{png,jpg,jpeg,webp}`` +                 0, 1, 255
                     ``labels/<name>.png`` (your own images)
 =================== ====================================================== ==========================

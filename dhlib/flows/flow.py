@@ -1,6 +1,6 @@
 """The multi-scale flow over RGB patches, with dequantisation, bits/dim and sampling.
 
-Architecture (Glow, Kingma & Dhariwal 2018; RealNVP's multi-scale split, Dinh et al. 2017):
+Architecture (Glow, Kingma & Dhariwal 2018; RealNVP's multi-scale split, Dinh et al. 2017)::
 
     for each of L levels:  squeeze (C,H,W → 4C,H/2,W/2) → K × [ActNorm, 1×1 conv, coupling]
                            → split half of the channels to a conditional Gaussian (not at the top)

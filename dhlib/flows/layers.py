@@ -1,6 +1,6 @@
 """Invertible layers of a multi-scale normalizing flow (Glow/RealNVP style).
 
-A normalizing flow maps data x to latents z by an invertible f. By the change of variables
+A normalizing flow maps data x to latents z by an invertible f. By the change of variables::
 
     log p(x) = log p(z) + log |det ∂f/∂x|,    z = f(x),
 

@@ -1,5 +1,7 @@
 """DeepLabV3+ with two heads: K class logits and the 2-way in/out (OOD) head of DenseHybrid.
 
+The data flow::
+
     x ──normalise──▶ backbone ──▶ deep feature (stride 8) ──ASPP──▶ bot_aspp (1×1) ──upsample──┐
                          └─────▶ skip feature ──bot_fine (1×1)─────────────────────────────────┤ concat
                                                                         decoder feature f (304 ch)
