@@ -134,7 +134,8 @@ def orphan(text: str) -> str:
 def staged_sources() -> dict:
     """``{path in the staging folder: bytes or source Path}`` of every file of the book."""
     files = {p.relative_to(BOOK): p for p in BOOK.glob("*.md")}
-    files[Path("README.md")] = ROOT / "README.md"
+    # the README's links into book/ point at the book's own pages, which sit at its root
+    files[Path("README.md")] = (ROOT / "README.md").read_text().replace("](book/", "](").encode()
     files.update({p.relative_to(ROOT): p for p in (ROOT / "docs").glob("*.md")})
     files[Path("data/README.md")] = orphan((ROOT / "data" / "README.md").read_text()).encode()
     for path in sorted((ROOT / "figures" / "paper").iterdir()):
