@@ -202,8 +202,10 @@ def train(profile, resume: bool = False, steps: int | None = None, progress: boo
     s = setup_training(profile, resume, steps, progress, closed_set)
     p, flow_skipped = s.profile, 0
     if s.init["path"] and s.rank == 0:
+        dropped = describe_keys(s.init["dropped"])
         print(f"fine-tuning from {s.init['path']} ({s.init['layout']}); started fresh: "
-              f"{describe_keys(s.init['fresh']) or 'nothing'}")
+              f"{describe_keys(s.init['fresh']) or 'nothing'}"
+              + (f"; dropped, not in this model: {dropped}" if dropped else ""))
     bar = tqdm(total=s.total_steps, initial=s.step, disable=not progress or s.rank != 0,
                desc="closed-set pretraining" if closed_set else "DenseHybrid training")
     start = time.perf_counter()

@@ -104,7 +104,8 @@ def initial_segmenter(profile, device, init_path: Path | None, init_sha256: str 
     init = {"path": None, "sha256": None, "fresh": []}
     if init_path is not None:
         report = load_checkpoint(model, init_path)
-        init = {"path": str(init_path), "sha256": init_sha256, "layout": report.layout, "fresh": report.fresh}
+        init = {"path": str(init_path), "sha256": init_sha256, "layout": report.layout, "fresh": report.fresh,
+                "dropped": report.dropped}
     return model.to(device), init
 
 

@@ -9,6 +9,7 @@ import torch
 
 from dhlib.config import load_profile
 from dhlib.models import build_model, weights
+from dhlib.models.checkpoints import CheckpointMismatchError
 from dhlib.train_setup import InitCheckpointError, initial_segmenter, optimiser_groups, resolve_init_checkpoint
 
 SMALL = dict(small_widths=(8, 8, 8, 8, 8), aspp_dim=8, fine_dim=4)
@@ -112,6 +113,27 @@ def test_init_checkpoint_layouts_load_and_report_what_started_fresh(tmp_path, la
     else:
         assert init["fresh"] == []
     assert init["path"] == str(path) and len(init["sha256"]) == 64
+
+
+def test_the_attention_ablation_fine_tunes_from_a_checkpoint_trained_with_attention(tmp_path):
+    """`ablate`'s "no attention" variant starts from the shipped closed-set file, which has the
+    attention block: its weights are dropped (and reported), everything else loads."""
+    source = _small_state(seed=7)
+    attention_keys = [k for k in source if k.startswith("attention.")]
+    assert attention_keys, "the quick model should have an attention block by default"
+    path = tmp_path / "with_attention.pth"
+    torch.save(source, path)
+    profile = _profile(str(path), attention=False)
+    model, init = initial_segmenter(profile, torch.device("cpu"), *resolve_init_checkpoint(profile))
+    state = model.state_dict()
+    assert sorted(init["dropped"]) == sorted(attention_keys) and init["fresh"] == []
+    assert set(state) == set(source) - set(attention_keys)
+    for key in state:
+        assert torch.equal(state[key], source[key]), key
+    # any other key the model lacks is still an error: only an optional block may be dropped
+    torch.save({**source, "decoder_extra.weight": torch.zeros(3)}, path)
+    with pytest.raises(CheckpointMismatchError, match="decoder_extra.weight"):
+        initial_segmenter(profile, torch.device("cpu"), *resolve_init_checkpoint(profile))
 
 
 def test_fresh_parameters_get_their_own_learning_rate():

@@ -21,6 +21,9 @@ from pathlib import Path
 import torch
 
 FRESH_PREFIXES = ("attention.",)
+# The attention block is optional (the ablation turns it off): a checkpoint trained with it still
+# fits a model built without it, whose forward pass never reads those weights, so they are dropped.
+OPTIONAL_PREFIXES = ("attention.",)
 ONE_HEAD_FRESH_PREFIXES = ("logits_ood.",)
 
 
@@ -42,10 +45,12 @@ class CheckpointMismatchError(CheckpointError, RuntimeError):
 
 @dataclass
 class LoadReport:
-    """What ``load_checkpoint`` did: the layout it recognised and the keys left fresh."""
+    """What ``load_checkpoint`` did: the layout it recognised, the keys left fresh, and the
+    checkpoint's keys of an optional block the model was built without (``dropped``)."""
     layout: str
     loaded: int
     fresh: list = field(default_factory=list)
+    dropped: list = field(default_factory=list)
 
 
 def read_tensors(path: Path):
@@ -102,13 +107,16 @@ def load_checkpoint(model: torch.nn.Module, path, *, strict: bool = True) -> Loa
     fresh = [k for k in missing if k.startswith(allowed_fresh) or k.endswith("num_batches_tracked")]
     missing = [k for k in missing if k not in fresh]
     unexpected = [k for k in state if k not in expected]
+    absent = tuple(p for p in OPTIONAL_PREFIXES if not any(k.startswith(p) for k in expected))
+    dropped = [k for k in unexpected if k.startswith(absent)] if absent else []
+    unexpected = [k for k in unexpected if k not in dropped]
     wrong = [(k, tuple(state[k].shape), tuple(expected[k].shape)) for k in state
              if k in expected and state[k].shape != expected[k].shape]
     if strict and (missing or unexpected or wrong):
         raise CheckpointMismatchError(_describe(path, model, missing, unexpected, wrong))
     usable = {k: v for k, v in state.items() if k in expected and v.shape == expected[k].shape}
     model.load_state_dict(usable, strict=False)
-    return LoadReport(layout, len(usable), fresh + missing)
+    return LoadReport(layout, len(usable), fresh + missing, dropped)
 
 
 def _describe(path, model, missing, unexpected, wrong) -> str:
