@@ -160,10 +160,12 @@ def sync(files: dict, es5: Path) -> None:
         if not dst.exists() or dst.read_bytes() != data:
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.write_bytes(data)
-    mathjax = STAGE / "_static" / "mathjax"
-    if not mathjax.exists():
+    mathjax, stamp = STAGE / "_static" / "mathjax", STAGE / "_static" / "mathjax.version"
+    if not stamp.exists() or stamp.read_text() != MATHJAX_VERSION:   # a new pin replaces the copy
+        shutil.rmtree(mathjax, ignore_errors=True)
         shutil.copytree(es5, mathjax)
-    keep = {STAGE / rel for rel in files} | {STAGE / MARKER}
+        stamp.write_text(MATHJAX_VERSION)
+    keep = {STAGE / rel for rel in files} | {STAGE / MARKER, stamp}
     for path in STAGE.rglob("*"):
         if path.is_file() and path not in keep and mathjax not in path.parents:
             path.unlink()
