@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-FRESH_PREFIXES = ("attention.",)
-# The attention block is optional (the ablation turns it off): a checkpoint trained with it still
-# fits a model built without it, whose forward pass never reads those weights, so they are dropped.
+# The attention block is optional (the ablation turns it off), so it may be on one side only: a
+# checkpoint without it leaves the model's block fresh, and a checkpoint with it fits a model built
+# without it, whose forward pass never reads those weights, so they are dropped.
 OPTIONAL_PREFIXES = ("attention.",)
 ONE_HEAD_FRESH_PREFIXES = ("logits_ood.",)
 
@@ -102,7 +102,7 @@ def load_checkpoint(model: torch.nn.Module, path, *, strict: bool = True) -> Loa
     # one-head: no OOD head, as NVIDIA's Cityscapes file or a closed-set segmenter of ours
     layout = ("one-head" if one_head else "two-head") + (" (module. prefix)" if prefixed else "")
 
-    allowed_fresh = FRESH_PREFIXES + (ONE_HEAD_FRESH_PREFIXES if one_head else ())
+    allowed_fresh = OPTIONAL_PREFIXES + (ONE_HEAD_FRESH_PREFIXES if one_head else ())
     missing = [k for k in expected if k not in state]
     fresh = [k for k in missing if k.startswith(allowed_fresh) or k.endswith("num_batches_tracked")]
     missing = [k for k in missing if k not in fresh]
