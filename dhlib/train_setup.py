@@ -137,13 +137,13 @@ def initial_flow(profile, crops, run_dir: Path, device, rank: int):
     if rank == 0:
         print(f"note: {pretrained} not found; the flow starts untrained (run train-flow first)")
     # ActNorm initialises itself on the first batch it sees. Show it the same inlier crops
-    # on every rank (the seeded crops are identical everywhere), or DDP ranks would start
-    # from different flows and drift apart.
+    # on every rank (the seeded crops and the CPU generator's noise are identical everywhere),
+    # or DDP ranks would start from different flows and drift apart.
     factor = 2 ** profile.flow_levels
     scenes = [crops[i][0] for i in range(min(8, len(crops)))]
     side = min(profile.flow_crop, *scenes[0].shape[-2:]) // factor * factor
     first = torch.stack([x[:, :side, :side] for x in scenes])
-    noise = torch.Generator().manual_seed(profile.seed) if device.type == "cpu" else None
+    noise = torch.Generator().manual_seed(profile.seed)
     with torch.no_grad():
         flow.bits_per_dim(first.to(device), noise)
     return flow

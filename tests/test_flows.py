@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from dhlib.flows.layers import draw_noise
 from dhlib.flows import (ActNorm, AffineCoupling, Flow2D, FlowStep, InvConv1x1, MultiScaleFlow,
                          Split, Squeeze, build_flow)
 from dhlib.losses import jsd_to_uniform
@@ -211,3 +212,23 @@ def test_pretraining_resumes_exactly(tiny_profile, tmp_path):
     assert resumed["val_bits_per_dim"] == summary["val_bits_per_dim"]
     lines = (tmp_path / "interrupted/flow_log.jsonl").read_text().splitlines()
     assert summary["steps"] == 6 and len(lines) == 2  # steps 3 and 6 were logged once each
+
+
+def test_noise_is_drawn_on_the_generators_device_then_moved():
+    """CUDA refuses a CPU generator; drawing where the generator lives and moving the result
+    keeps a seeded run's noise the same on every device."""
+    calls = []
+
+    def sampler(shape, generator, device, dtype):
+        calls.append(torch.device(device))
+        return torch.zeros(shape, device=device, dtype=dtype)
+
+    elsewhere = torch.empty(2, device="meta", dtype=torch.float16)   # stands in for a GPU tensor
+    out = draw_noise(sampler, (2, 3), torch.Generator().manual_seed(0), elsewhere)
+    assert calls == [torch.device("cpu")]
+    assert out.device.type == "meta" and out.dtype == torch.float16 and out.shape == (2, 3)
+    draw_noise(sampler, (1,), None, elsewhere)          # no generator: drawn where the tensor is
+    assert calls[-1].type == "meta"
+    # The values are the generator's own stream.
+    got = draw_noise(torch.randn, (5,), torch.Generator().manual_seed(3), torch.empty(0, dtype=torch.float64))
+    assert torch.equal(got, torch.randn(5, generator=torch.Generator().manual_seed(3), dtype=torch.float64))

@@ -22,7 +22,7 @@ import math
 import torch
 import torch.nn as nn
 
-from .layers import FlowStep, Split, Squeeze, gaussian_log_prob
+from .layers import FlowStep, Split, Squeeze, draw_noise, gaussian_log_prob
 
 
 class MultiScaleFlow(nn.Module):
@@ -64,7 +64,7 @@ class MultiScaleFlow(nn.Module):
     def dequantize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """[0,1] images → 8-bit values → y = (x₂₅₅ + u)/256 with u ~ U[0,1), centred at 0."""
         x255 = torch.round(x.clamp(0, 1) * 255)
-        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        u = draw_noise(torch.rand, x.shape, generator, x)
         return (x255 + u) / 256 - 0.5
 
     def log_prob(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -88,7 +88,7 @@ class MultiScaleFlow(nn.Module):
         self._check_size(height, width)
         p = self.top_mean
         shape = (n, p.shape[1], height // self.factor, width // self.factor)
-        eps = torch.randn(shape, generator=generator, device=p.device, dtype=p.dtype)
+        eps = draw_noise(torch.randn, shape, generator, p)
         x = self.top_mean + temperature * torch.exp(self.top_log_std) * eps
         for block in reversed(self.levels):
             if block.split is not None:

@@ -15,6 +15,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def draw_noise(sampler, shape, generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
+    """``sampler(shape)`` (``torch.rand`` or ``torch.randn``) in ``like``'s dtype, on its device.
+
+    The noise is drawn on the generator's own device and then moved: torch refuses a CPU
+    generator for a CUDA tensor, and a CPU generator then gives the same noise on every device,
+    so a seeded run samples on a GPU what it samples on a laptop.
+    """
+    device = like.device if generator is None else generator.device
+    return sampler(shape, generator=generator, device=device, dtype=like.dtype).to(like.device)
+
+
 class ActNorm(nn.Module):
     """Per-channel affine map ``y = (x + b) · exp(s)`` with data-dependent initialisation.
 
@@ -197,7 +208,7 @@ class Split(nn.Module):
     def inverse(self, z_keep, z_out=None, temperature: float = 1.0, generator=None):
         if z_out is None:
             mean, log_std = self._params(z_keep)
-            eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+            eps = draw_noise(torch.randn, mean.shape, generator, mean)
             z_out = mean + temperature * torch.exp(log_std) * eps
         return torch.cat([z_keep, z_out], 1)
 
