@@ -131,6 +131,10 @@ class Profile:
     # L_cla on void pixels (ego vehicle, out of ROI): the released code trains the OOD head to
     # call them inliers (no ignore index); False leaves them out of L_cla, as L_d does.
     ood_void_as_inlier: bool = False
+    # L_cla counts an inlier pixel with L_d's weight of its class (losses.ood_head_loss; our
+    # addition, for the same reason as class_balance): a head that learns "in" from road and
+    # building flags the rare inlier classes (wall, fence, sign) as "out". False: the papers' L_cla.
+    ood_class_balance: bool = False
     checkpoint_every: int = 250
     amp: bool = True              # mixed precision on CUDA (bf16 where supported, else fp16 + GradScaler)
     compile: bool = False         # torch.compile the segmenter

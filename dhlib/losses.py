@@ -105,17 +105,36 @@ def likelihood_loss(seg_logits: torch.Tensor, ood_target: torch.Tensor,
     return F.softplus(log_density - floor).mean()
 
 
-def ood_head_loss(ood_logits: torch.Tensor, ood_target: torch.Tensor) -> torch.Tensor:
-    """L_cla: 2-way cross-entropy of the OOD head, inlier (0) vs negative (1); void ignored."""
-    return F.cross_entropy(ood_logits, ood_target, ignore_index=255)
+def ood_head_loss(ood_logits: torch.Tensor, ood_target: torch.Tensor, seg_target: torch.Tensor | None = None,
+                  class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """L_cla: 2-way cross-entropy of the OOD head, inlier (0) vs negative (1); void ignored.
+
+    With ``class_weights`` w (and ``seg_target``) an inlier pixel of class c counts w_c and a
+    negative pixel 1, the median class's weight::
+
+        L_cla = Σ_i v_i·(−ln P(o_i|x_i)) / Σ_i v_i,   v_i = w_{y_i} if o_i = 0, else 1
+
+    so that rare inlier classes are not learnt as "out" for want of examples (an inlier pixel
+    without a class, void kept as inlier, counts 1).
+    """
+    if class_weights is None:
+        return F.cross_entropy(ood_logits, ood_target, ignore_index=255)
+    per_pixel = F.cross_entropy(ood_logits, ood_target, ignore_index=255, reduction="none")
+    v = torch.ones_like(per_pixel)
+    classed = (ood_target == 0) & (seg_target != 255)
+    v[classed] = class_weights.to(v)[seg_target[classed]]
+    v[ood_target == 255] = 0
+    return (v * per_pixel).sum() / v.sum().clamp_min(1e-12)
 
 
 def densehybrid_loss(seg_logits, ood_logits, seg_target, ood_target, beta: float,
-                     class_weights: torch.Tensor | None = None, likelihood_floor: float | None = None) -> dict:
+                     class_weights: torch.Tensor | None = None, likelihood_floor: float | None = None,
+                     ood_class_weights: torch.Tensor | None = None) -> dict:
     """All segmenter terms and their weighted sum L = L_d + β·L_x + 10β·L_cla
-    (``likelihood_floor``: see :func:`likelihood_loss`)."""
+    (``likelihood_floor``: see :func:`likelihood_loss`; ``ood_class_weights``: see
+    :func:`ood_head_loss`)."""
     terms = {"L_d": segmentation_loss(seg_logits, seg_target, class_weights),
              "L_x": likelihood_loss(seg_logits, ood_target, likelihood_floor),
-             "L_cla": ood_head_loss(ood_logits, ood_target)}
+             "L_cla": ood_head_loss(ood_logits, ood_target, seg_target, ood_class_weights)}
     terms["loss"] = terms["L_d"] + beta * terms["L_x"] + 10 * beta * terms["L_cla"]
     return terms

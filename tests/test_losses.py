@@ -102,3 +102,29 @@ def test_weighted_segmentation_loss_is_the_weighted_mean():
     weights = w[target.clamp(max=2)] * valid
     expected = (weights * nll).sum() / weights.sum()
     torch.testing.assert_close(losses.segmentation_loss(logits, target, w), expected)
+
+
+def test_class_balanced_ood_head_loss_by_hand():
+    """Four pixels: an inlier of class 0 (w 0.5), an inlier of class 1 (w 2), a negative and a
+    void pixel. Logits (0, 0) cost ln 2 for either target; (ln 3, 0) with target 0 costs ln 4/3."""
+    ood_logits = torch.tensor([[0.0, math.log(3), 0.0, 5.0], [0.0, 0.0, 0.0, -5.0]]).reshape(1, 2, 1, 4)
+    ood_target = torch.tensor([[[0, 0, 1, 255]]])
+    seg_target = torch.tensor([[[0, 1, 255, 255]]])
+    weights = torch.tensor([0.5, 2.0, 1.0])
+    ln2, ln43 = math.log(2), math.log(4 / 3)
+    plain = ood_head_loss(ood_logits, ood_target)
+    assert plain.item() == pytest.approx((ln2 + ln43 + ln2) / 3, rel=1e-6)
+    balanced = ood_head_loss(ood_logits, ood_target, seg_target, weights)
+    assert balanced.item() == pytest.approx((0.5 * ln2 + 2 * ln43 + 1 * ln2) / 3.5, rel=1e-6)
+    # A void pixel kept as an inlier (the released code's L_cla) has no class: it counts 1.
+    void_in = ood_target.clone()
+    void_in[..., 3] = 0
+    ce_void = math.log1p(math.exp(-10.0))    # logits (5, −5), target 0
+    got = ood_head_loss(ood_logits, void_in, seg_target, weights).item()
+    assert got == pytest.approx((0.5 * ln2 + 2 * ln43 + ln2 + ce_void) / 4.5, rel=1e-6)
+    # densehybrid_loss passes the weights to L_cla only when asked.
+    seg_logits = torch.zeros(1, 3, 1, 4)
+    terms = densehybrid_loss(seg_logits, ood_logits, seg_target, ood_target, 0.1, weights, None, weights)
+    assert terms["L_cla"].item() == pytest.approx(balanced.item())
+    assert densehybrid_loss(seg_logits, ood_logits, seg_target, ood_target, 0.1, weights)["L_cla"].item() == \
+        pytest.approx(plain.item())

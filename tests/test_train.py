@@ -428,3 +428,20 @@ def test_non_finite_flow_gradients_skip_the_step(tiny_profile, tmp_path):
     assert all(torch.equal(a, p) for a, p in zip(start, params))
     assert apply_flow_gradients(setup, True) is True
     assert all(not torch.equal(a, p) for a, p in zip(start, params))  # Adamax moves every parameter
+
+
+@pytest.mark.parametrize("balanced", [False, True])
+def test_l_cla_gets_the_class_weights_only_when_asked(tiny_profile, tmp_path, monkeypatch, balanced):
+    import dhlib.train
+    from dhlib.losses import densehybrid_loss
+    from dhlib.train import next_batch, segmenter_step
+    setup = _tiny_setup(tiny_profile, tmp_path, class_balance=0.5, ood_class_balance=balanced)
+    seen = []
+
+    def spy(*args):
+        seen.append(args[-1])                      # ood_class_weights
+        return densehybrid_loss(*args)
+    monkeypatch.setattr(dhlib.train, "densehybrid_loss", spy)
+    segmenter_step(setup, *next_batch(setup))
+    assert setup.class_weights is not None
+    assert (seen[0] is setup.class_weights) if balanced else (seen[0] is None)
