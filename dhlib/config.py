@@ -151,6 +151,9 @@ class Profile:
     negative_crop: int = 96
     negative_rect_prob: float = 0.5
     negative_class_draws: int = 2
+    # Negatives pasted into each training image, one after the other. The papers paste one; more
+    # give the OOD head more negative pixels per step (a lever for the quick tier's short budget).
+    negatives_per_image: int = 1
     # Sides of a flow sample, drawn uniformly per side in multiples of the flow's squeeze
     # factor. Paper: 16-216 px (Open-set-M2F joint_trainer.py sample_shape); quick: scaled.
     flow_sample_min_side: int = 16

@@ -71,4 +71,6 @@ def _negative_problems(profile) -> list[str]:
         problems.append(f"negative_rect_prob={profile.negative_rect_prob}: a probability in [0, 1]")
     if profile.negative_class_draws < 1:
         problems.append(f"negative_class_draws={profile.negative_class_draws}: at least 1")
+    if profile.negatives_per_image < 1:
+        problems.append(f"negatives_per_image={profile.negatives_per_image}: at least 1")
     return problems

@@ -80,46 +80,58 @@ def next_batch(setup: TrainingSetup) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def training_inputs(setup: TrainingSetup, images, targets, flow_grad: bool = False):
-    """The step's inputs and targets on the loss grid: one negative pasted per image (none in
-    the closed-set stage). Returns ``(inputs, seg_t, ood_t, boxes, synthetic)``."""
+    """The step's inputs and targets on the loss grid: ``negatives_per_image`` negatives pasted
+    into each image, one after the other (none in the closed-set stage).
+
+    Returns ``(inputs, seg_t, ood_t, flow_boxes, synthetic_t)``: ``flow_boxes`` lists
+    ``(image index, Box)`` of every flow sample, ``synthetic_t`` marks the pixels that show one
+    (on the loss grid; a later paste may cover part of an earlier one)."""
     p = setup.profile
     if setup.closed_set:
-        return images, loss_grid(targets, p.input_scale), None, [], []
-    inputs, seg_t, ood_t, boxes, synthetic = paste_negatives(images, targets, setup.negatives,
-                                                             NegativeRecipe.from_profile(p), setup.generator,
-                                                             flow=setup.flow, flow_grad=flow_grad)
+        return images, loss_grid(targets, p.input_scale), None, [], None
+    recipe = NegativeRecipe.from_profile(p)
+    inputs, seg_t, ood_t, synthetic_px, flow_boxes = images, targets, None, None, []
+    for _ in range(p.negatives_per_image):
+        inputs, seg_t, ood_new, boxes, synthetic = paste_negatives(inputs, seg_t, setup.negatives, recipe,
+                                                                   setup.generator, flow=setup.flow,
+                                                                   flow_grad=flow_grad)
+        pasted = ood_new == OOD_ANOMALY
+        rows = torch.tensor(synthetic, device=pasted.device)[:, None, None]
+        # Pixels pasted earlier are void to this paste (their seg target is 255): keep them negative.
+        ood_t = ood_new if ood_t is None else ood_new.masked_fill(ood_t == OOD_ANOMALY, OOD_ANOMALY)
+        synthetic_px = pasted & rows if synthetic_px is None else (synthetic_px & ~pasted) | (pasted & rows)
+        flow_boxes += [(i, b) for i, (b, s) in enumerate(zip(boxes, synthetic)) if s]
     if p.ood_void_as_inlier:  # the released code's L_cla: void pixels are inliers
         ood_t = ood_t.masked_fill(ood_t == OOD_VOID, OOD_INLIER)
-    return inputs, loss_grid(seg_t, p.input_scale), loss_grid(ood_t, p.input_scale), boxes, synthetic
+    synthetic_t = loss_grid(synthetic_px.long(), p.input_scale).bool()
+    return inputs, loss_grid(seg_t, p.input_scale), loss_grid(ood_t, p.input_scale), flow_boxes, synthetic_t
 
 
 def covered_bits_per_dim(setup: TrainingSetup, images, boxes) -> torch.Tensor:
     """L_mle: bits/dim of the inlier patches that flow samples covered (one by one: sizes differ)."""
-    noise = setup.generator if setup.device.type == "cpu" else None
+    noise = setup.generator  # seeded on every device (flows.layers.draw_noise)
     return torch.stack([setup.flow.bits_per_dim(images[i:i + 1, :, b.top:b.top + b.height, b.left:b.left + b.width],
                                                 noise) for i, b in boxes]).mean()
 
 
-def joint_flow_terms(setup: TrainingSetup, images, seg, ood_t, boxes, synthetic) -> dict:
+def joint_flow_terms(setup: TrainingSetup, images, seg, flow_boxes, synthetic_t) -> dict:
     """The flow's share of a joint step: L_jsd on the synthetic pixels and L_mle of what they covered.
 
     The segmenter loss itself reaches the flow through the pasted samples."""
-    if not any(synthetic):
+    if not flow_boxes:
         return {}
-    rows = torch.tensor(synthetic, device=ood_t.device)[:, None, None]
-    l_jsd = jsd_to_uniform(seg.float(), (ood_t == OOD_ANOMALY) & rows)
-    l_mle = covered_bits_per_dim(setup, images, [(i, b) for i, (b, s) in enumerate(zip(boxes, synthetic)) if s])
-    return {"L_jsd": l_jsd, "L_mle": l_mle}
+    return {"L_jsd": jsd_to_uniform(seg.float(), synthetic_t),
+            "L_mle": covered_bits_per_dim(setup, images, flow_boxes)}
 
 
 def segmenter_step(setup: TrainingSetup, images, targets) -> dict:
-    """One update of the segmenter: ``L = L_d + β·L_x + 10β·L_cla`` on the images with one pasted
-    negative each, or L_d alone in the closed-set stage. With ``flow_update='joint'`` the flow
+    """One update of the segmenter: ``L = L_d + β·L_x + 10β·L_cla`` on the images with their pasted
+    negatives, or L_d alone in the closed-set stage. With ``flow_update='joint'`` the flow
     samples keep their gradient and the flow steps too, on ``L + λ·L_jsd + L_mle``."""
     p = setup.profile
     setup.model.train()
     joint = setup.flow is not None and p.flow_update == "joint"
-    inputs, seg_t, ood_t, boxes, synthetic = training_inputs(setup, images, targets, flow_grad=joint)
+    inputs, seg_t, ood_t, flow_boxes, synthetic_t = training_inputs(setup, images, targets, flow_grad=joint)
     with torch.autocast(setup.device.type, dtype=setup.amp_dtype, enabled=setup.amp_dtype is not None):
         seg, ood = setup.train_model(inputs, size=seg_t.shape[-2:])
     if setup.closed_set:
@@ -128,7 +140,7 @@ def segmenter_step(setup: TrainingSetup, images, targets) -> dict:
     else:
         terms = densehybrid_loss(seg.float(), ood.float(), seg_t, ood_t, p.beta, setup.class_weights,
                                  p.likelihood_floor, setup.class_weights if p.ood_class_balance else None)
-    flow_terms = joint_flow_terms(setup, images, seg, ood_t, boxes, synthetic) if joint else {}
+    flow_terms = joint_flow_terms(setup, images, seg, flow_boxes, synthetic_t) if joint else {}
     total = terms["loss"] + (p.flow_jsd_weight * flow_terms["L_jsd"] + flow_terms["L_mle"] if flow_terms else 0)
     if not torch.isfinite(total):
         raise FloatingPointError(f"the segmenter loss is not finite at step {setup.step + 1} "

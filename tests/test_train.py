@@ -445,3 +445,34 @@ def test_l_cla_gets_the_class_weights_only_when_asked(tiny_profile, tmp_path, mo
     segmenter_step(setup, *next_batch(setup))
     assert setup.class_weights is not None
     assert (seen[0] is setup.class_weights) if balanced else (seen[0] is None)
+
+
+def test_several_negatives_per_image_mark_the_union_of_their_pixels(tiny_profile, tmp_path):
+    """Two negatives per image, against the same two pastes done by hand with a copy of the
+    trainer's generator: the OOD target is 1 on the union of both masks, void where the scene
+    was void, 0 elsewhere; the synthetic mask is the flow samples' pixels left visible."""
+    from dhlib.data.labels import OOD_ANOMALY
+    from dhlib.negatives import NegativeRecipe, paste_negatives
+    from dhlib.train import setup_training, training_inputs
+    setup = setup_training(_joint_profile(tiny_profile, tmp_path, synthetic_prob=0.5, negatives_per_image=2, input_scale=1.0,
+                                          train_steps=1), progress=False)
+    images = torch.rand(4, 3, 48, 48)
+    targets = torch.full((4, 48, 48), 3, dtype=torch.long)
+    targets[:, :6] = 255
+    g = torch.Generator()
+    g.set_state(setup.generator.get_state())
+    inputs, seg_t, ood_t, flow_boxes, synthetic_t = training_inputs(setup, images, targets)
+
+    recipe = NegativeRecipe.from_profile(setup.profile)
+    x1, s1, o1, b1, f1 = paste_negatives(images, targets, setup.negatives, recipe, g, flow=setup.flow)
+    x2, s2, o2, b2, f2 = paste_negatives(x1, s1, setup.negatives, recipe, g, flow=setup.flow)
+    first, second = o1 == OOD_ANOMALY, o2 == OOD_ANOMALY
+    expected = torch.where(first | second, OOD_ANOMALY, torch.where(targets == 255, 255, 0))
+    assert torch.equal(inputs, x2) and torch.equal(ood_t, expected) and torch.equal(seg_t, s2)
+    assert (first & ~second).any() and second.any()
+    rows1 = torch.tensor(f1)[:, None, None]
+    rows2 = torch.tensor(f2)[:, None, None]
+    assert torch.equal(synthetic_t, (first & rows1 & ~second) | (second & rows2))
+    assert flow_boxes == [(i, b) for i, (b, s) in enumerate(zip(b1, f1)) if s] + \
+        [(i, b) for i, (b, s) in enumerate(zip(b2, f2)) if s]
+    assert any(f1 + f2) and not all(f1 + f2)

@@ -134,7 +134,7 @@ class FlowRun:
 
     def train(self, total_steps: int, batch: int, crop: int, checkpoint_every: int, progress: bool) -> None:
         device = next(self.flow.parameters()).device
-        noise = self.generator if device.type == "cpu" else None
+        noise = self.generator  # seeded on every device (flows.layers.draw_noise)
         bar = tqdm(total=total_steps, initial=self.step, desc="flow pre-training", disable=not progress)
         start = time.perf_counter() - self.elapsed
         with open(self.run_dir / "flow_log.jsonl", "a") as log:
