@@ -90,7 +90,8 @@ def training_inputs(setup: TrainingSetup, images, targets, flow_grad: bool = Fal
     if setup.closed_set:
         return images, loss_grid(targets, p.input_scale), None, [], None
     recipe = NegativeRecipe.from_profile(p)
-    inputs, seg_t, ood_t, synthetic_px, flow_boxes = images, targets, None, None, []
+    inputs, seg_t, ood_t, flow_boxes = images, targets, None, []
+    synthetic_px = torch.zeros_like(targets, dtype=torch.bool)
     for _ in range(p.negatives_per_image):
         inputs, seg_t, ood_new, boxes, synthetic = paste_negatives(inputs, seg_t, setup.negatives, recipe,
                                                                    setup.generator, flow=setup.flow,
@@ -99,7 +100,7 @@ def training_inputs(setup: TrainingSetup, images, targets, flow_grad: bool = Fal
         rows = torch.tensor(synthetic, device=pasted.device)[:, None, None]
         # Pixels pasted earlier are void to this paste (their seg target is 255): keep them negative.
         ood_t = ood_new if ood_t is None else ood_new.masked_fill(ood_t == OOD_ANOMALY, OOD_ANOMALY)
-        synthetic_px = pasted & rows if synthetic_px is None else (synthetic_px & ~pasted) | (pasted & rows)
+        synthetic_px = (synthetic_px & ~pasted) | (pasted & rows)
         flow_boxes += [(i, b) for i, (b, s) in enumerate(zip(boxes, synthetic)) if s]
     if p.ood_void_as_inlier:  # the released code's L_cla: void pixels are inliers
         ood_t = ood_t.masked_fill(ood_t == OOD_VOID, OOD_INLIER)
