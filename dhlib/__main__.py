@@ -118,12 +118,13 @@ def evaluate(profile: Profile, checkpoint: str | None = None, dataset: str | Non
     """
     from .devices import select_device
     from .evaluation import evaluate_checkpoint
-    from .models import build_model
+    from .models import build_model, load_checkpoint
     if not checkpoint:
         raise SystemExit("evaluate needs --checkpoint PATH: a DenseHybrid / NVIDIA checkpoint or "
                          "a model.pt written by this package")
-    data, track = evaluation_dataset(profile, dataset, kind, track)
     model = build_model(profile).to(select_device(profile.device))
+    load_checkpoint(model, checkpoint)  # a bad file stops here, before any data is written
+    data, track = evaluation_dataset(profile, dataset, kind, track)
     evaluation = evaluate_checkpoint(model, checkpoint, data, track=track)
     print(f"{checkpoint} ({evaluation.layout}) on {len(data)} images:")
     print(evaluation.format_table())
@@ -185,7 +186,7 @@ def demo(profile: Profile, command: str | None = None) -> dict:
     import json
 
     from .checkpointing import atomic_write_text
-    from .data import Fishyscapes
+    from .data import Fishyscapes, synthcity
     from .devices import select_device
     from .evaluation import evaluate_checkpoint, format_results, summary
     from .models import build_model
@@ -194,7 +195,8 @@ def demo(profile: Profile, command: str | None = None) -> dict:
     from .train_setup import resolve_init_checkpoint
     start = time.perf_counter()
     run_dir = profile.path("runs_dir")
-    make_data(profile)
+    if synthcity.uses_synthcity(profile):  # roots pointed elsewhere are read as they are
+        make_data(profile)
     init_path, init_sha = resolve_init_checkpoint(profile)
     miou_init = initial_miou(profile, init_path)
     if profile.synthetic_prob > 0:

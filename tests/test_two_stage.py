@@ -214,8 +214,10 @@ def test_pretrain_lowers_L_d_then_fine_tuning_starts_from_its_shipped_file(tiny_
     stored = torch.load(weights.get("quick-closed-set").path, weights_only=True)
     assert not any(k.startswith("logits_ood.") for k in stored)      # a closed-set file has no OOD head
 
+    elsewhere = tmp_path / "synthcity_root"       # the roots above point outside it
     main(["demo", *args, "--set", "train_steps=4", "--set", "init_checkpoint=quick-closed-set",
-          "--set", f"figures_dir={tmp_path / 'figures'}"])
+          "--set", f"figures_dir={tmp_path / 'figures'}", "--set", f"synthcity_root={elsewhere}"])
+    assert not elsewhere.exists(), "the demo wrote a SynthCity the profile does not read"
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["init_checkpoint"] == {"path": str(weights.get("quick-closed-set").path), "sha256": card["sha256"]}
     assert results["mIoU_init"] == pytest.approx(card["metrics"]["val_mIoU"], abs=1e-6)  # the same file, measured again
