@@ -117,15 +117,15 @@ def evaluate(profile: Profile, checkpoint: str | None = None, dataset: str | Non
     component metrics use (default: the track of a SegmentMeIfYouCan dataset).
     """
     from .devices import select_device
-    from .evaluation import evaluate_model
+    from .evaluation import evaluate_checkpoint
     from .models import build_model, load_checkpoint
     if not checkpoint:
         raise SystemExit("evaluate needs --checkpoint PATH: a DenseHybrid / NVIDIA checkpoint or "
                          "a model.pt written by this package")
     model = build_model(profile).to(select_device(profile.device))
-    layout = load_checkpoint(model, checkpoint).layout  # a bad file stops here, before any data is written
+    load_checkpoint(model, checkpoint)  # a bad file stops here, before any data is written
     data, track = evaluation_dataset(profile, dataset, kind, track)
-    evaluation = evaluate_model(model, data, layout=layout, track=track)
+    evaluation = evaluate_checkpoint(model, checkpoint, data, track=track)
     print(f"{checkpoint} ({evaluation.layout}) on {len(data)} images:")
     print(evaluation.format_table())
     for path in evaluation.figures(profile.path("figures_dir")):

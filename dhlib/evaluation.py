@@ -211,26 +211,22 @@ def summary(results: dict) -> dict:
             "components_hybrid": {k: v for k, v in components.items() if k != "F1"} if components else None}
 
 
-def evaluate_model(model, dataset, *, layout: str | None = None, components: bool = True,
-                   track: str | None = None, progress: bool = True) -> THKLOODEvaluation:
-    """Evaluate a loaded ``model`` on ``dataset`` (all six scores) and, with ``components``, add
-    the hybrid's component metrics (``track``: SegmentMeIfYouCan limits). ``layout`` (which kind
-    of file the weights came from) is kept as ``evaluation.layout``."""
+def evaluate_checkpoint(model, checkpoint, dataset, *, components: bool = True, track: str | None = None,
+                        progress: bool = True) -> THKLOODEvaluation:
+    """Load ``checkpoint`` into ``model``, evaluate it on ``dataset`` (all six scores) and, with
+    ``components``, add the hybrid's component metrics (``track``: SegmentMeIfYouCan limits).
+
+    The model stays on its device. The checkpoint's layout (which kind of file it was) is kept
+    as ``evaluation.layout``.
+    """
+    from .models import load_checkpoint
+    layout = load_checkpoint(model, checkpoint).layout
     evaluation = THKLOODEvaluation(model, dataset)
     evaluation.layout = layout
     evaluation.run(progress=progress)
     if components:
         evaluation.component_metrics("hybrid", track=track, progress=progress)
     return evaluation
-
-
-def evaluate_checkpoint(model, checkpoint, dataset, *, components: bool = True, track: str | None = None,
-                        progress: bool = True) -> THKLOODEvaluation:
-    """Load ``checkpoint`` into ``model`` and :func:`evaluate_model` it; the model stays on its
-    device."""
-    from .models import load_checkpoint
-    return evaluate_model(model, dataset, layout=load_checkpoint(model, checkpoint).layout,
-                          components=components, track=track, progress=progress)
 
 
 @torch.no_grad()
