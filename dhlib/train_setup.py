@@ -155,10 +155,6 @@ def setup_training(profile, resume: bool = False, steps: int | None = None, prog
     from ``runs_dir/checkpoint.pt`` when ``resume`` and it exists."""
     rank, world = _distributed()
     device = select_device(profile.device, rank)
-    # Weight decay shrinks the weights of channels that ReLU has switched off towards zero, and
-    # as float32 subnormals they make CPU convolutions several times slower in long runs;
-    # flushing them to zero changes nothing a model can use.
-    torch.set_flush_denormal(True)
     run_dir = Path(profile.path("runs_dir"))
     run_dir.mkdir(parents=True, exist_ok=True)
     total_steps = steps or profile.train_steps
@@ -168,7 +164,8 @@ def setup_training(profile, resume: bool = False, steps: int | None = None, prog
     flow = initial_flow(profile, crops, run_dir, device, rank) if profile.synthetic_prob > 0 and not closed_set else None
     seg_opt = torch.optim.Adam(optimiser_groups(model, init["fresh"], profile.lr, profile.fresh_lr_mult),
                                lr=profile.lr, weight_decay=profile.weight_decay, eps=profile.optimizer_eps)
-    seg_sched = torch.optim.lr_scheduler.LambdaLR(seg_opt, lr_factor(profile.lr_schedule, total_steps))
+    restarts = profile.pretrain_restarts if closed_set else ()
+    seg_sched = torch.optim.lr_scheduler.LambdaLR(seg_opt, lr_factor(profile.lr_schedule, total_steps, restarts))
     loader = training_loader(crops, profile, device, rank, world)
     batches_per_epoch = loader.batch_sampler.per_epoch
     if batches_per_epoch == 0:
@@ -192,11 +189,23 @@ def setup_training(profile, resume: bool = False, steps: int | None = None, prog
     return setup
 
 
-def lr_factor(schedule: str, total_steps: int):
-    """The learning-rate multiplier at step s: ``(1 − s/steps)^0.9`` (poly, as DeepLab) or 1."""
+def lr_factor(schedule: str, total_steps: int, restarts=()):
+    """The learning-rate multiplier at step s: poly (as DeepLab) or 1.
+
+    Poly decays as ``(1 − s/T)^0.9`` towards the end T of the current cycle: the first of
+    ``restarts`` (then ``total_steps``) at or after s. After a restart the rate jumps back up to
+    where a schedule ending at the next T stands, and decays to zero again: a run that ended,
+    extended by more steps from its checkpoint, follows exactly this schedule.
+    """
     if schedule == "constant":
         return lambda s: 1.0
-    return lambda s: (1 - min(s, total_steps - 1) / total_steps) ** 0.9
+    ends = sorted(e for e in restarts if 0 < e < total_steps) + [total_steps]
+
+    def poly(s):
+        end = next((e for e in ends if s <= e), total_steps)
+        # min(): the step at an end still takes the last rate of its cycle, as a resumed run does
+        return (1 - min(s, end - 1) / end) ** 0.9
+    return poly
 
 
 def wrap_for_training(model, device, world: int, compile_model: bool):

@@ -87,3 +87,24 @@ def test_no_caller_builds_its_own_evaluation():
     for fn in (cli.evaluate, cli.demo, ablation.run_variant):
         assert "evaluate_checkpoint(" in inspect.getsource(fn), fn.__name__
     assert "THKLOODEvaluation(" not in inspect.getsource(cli) + inspect.getsource(ablation)
+
+
+FLUSH_PROBE = """
+import sys, torch
+torch.set_num_threads(2)
+import dhlib
+tiny = torch.full((1 << 22,), 1e-38)   # normal float32; a thousandth of it is subnormal
+products = tiny * 1e-3                 # split across the worker threads
+print(int((products != 0).sum()))
+"""
+
+
+def test_importing_dhlib_flushes_subnormals_in_every_worker_thread():
+    import subprocess
+    import sys
+    # the reference without dhlib: the product is a float32 subnormal, not zero
+    plain = subprocess.run([sys.executable, "-c", FLUSH_PROBE.replace("import dhlib", "")],
+                           capture_output=True, text=True, check=True)
+    assert int(plain.stdout) == 1 << 22
+    flushed = subprocess.run([sys.executable, "-c", FLUSH_PROBE], capture_output=True, text=True, check=True)
+    assert int(flushed.stdout) == 0
