@@ -92,6 +92,11 @@ class Profile:
     # L_d only, and ships it in weights/ (the paper tier never runs this stage itself).
     pretrain_steps: int = 20000
     pretrain_lr: float = 1.5e-3   # Adam with polynomial decay, from scratch
+    # Warm restarts of that decay: at each of these steps (those the run reaches) the rate, having
+    # decayed to zero, jumps back to where a poly schedule ending at the next one stands. A
+    # finished run extended from its checkpoint (--resume with a larger pretrain_steps) follows
+    # this schedule, so naming the old end here makes the extension reproducible from scratch.
+    pretrain_restarts: tuple[int, ...] = ()
     pretrain_dir: str = "runs/quick-pretrain"
     val_every: int = 2500         # log val mIoU every k pretraining steps (0: only at the end)
 
@@ -158,6 +163,11 @@ class Profile:
     # factor. Paper: 16-216 px (Open-set-M2F joint_trainer.py sample_shape); quick: scaled.
     flow_sample_min_side: int = 16
     flow_sample_max_side: int = 96
+    # True: the flow samples of a batch share one shape, drawn once per paste, and come from one
+    # batched pass of the flow, as in the released joint trainer (Open-set-M2F joint_trainer.py:
+    # sample_shape draws one (h, w) per iteration, flow.sample draws the whole batch). False: a
+    # shape per sample, each its own pass (the quick tier's shipped runs were made so).
+    flow_shape_per_step: bool = False
 
     # --- model ---------------------------------------------------------------------------
     model: str = "small"                   # 'small' (CPU) or 'wrn38' (DeepWV3PlusTH)
@@ -261,6 +271,7 @@ def _paper() -> Profile:
         flow_update="joint",          # joint_trainer.py: one pass, both optimisers step
         flow_joint_lr=1e-5,           # joint_trainer.py: Adamax lr 1e-5, eps 1e-7
         flow_jsd_weight=0.03,         # Open-set-M2F mask2former/config.py MASK_FORMER.JSD_WEIGHT
+        flow_shape_per_step=True,     # joint_trainer.py sample_shape: one shape per iteration
         runs_dir="runs/paper",
         # Flow pre-trained on 64×64 inlier crops as in the TPAMI paper; a wider, deeper flow.
         flow_crop=64,

@@ -31,6 +31,9 @@ def validate(profile):
     if profile.pretrain_steps < 1 or profile.val_every < 0:
         problems.append(f"pretrain_steps={profile.pretrain_steps}, val_every={profile.val_every}: "
                         "need pretrain_steps >= 1 and val_every >= 0 (0 = only at the end)")
+    restarts = profile.pretrain_restarts
+    if not isinstance(restarts, tuple) or not all(isinstance(r, int) and r >= 1 for r in restarts):
+        problems.append(f"pretrain_restarts={restarts!r}: a tuple of steps >= 1, e.g. (20000,) or ()")
     for name in ("synthcity_height", "synthcity_width"):
         if getattr(profile, name) < 32:
             problems.append(f"{name}={getattr(profile, name)}: SynthCity needs at least 32 px")

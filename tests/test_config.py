@@ -89,6 +89,8 @@ def test_relative_paths_resolve_against_root(monkeypatch, tmp_path):
     (dict(flow_sample_max_side=300), "exceeds crop_size"),
     (dict(scale_range=(2.0, 0.5)), "scale_range"),
     (dict(synthcity_height=8), "synthcity_height=8"),
+    (dict(pretrain_restarts=20000), "pretrain_restarts=20000: a tuple"),
+    (dict(pretrain_restarts=(0,)), "pretrain_restarts=(0,)"),
 ])
 def test_invalid_settings_are_rejected_with_the_field_named(overrides, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -227,3 +227,34 @@ def test_pretrain_lowers_L_d_then_fine_tuning_starts_from_its_shipped_file(tiny_
     assert moved, "fine-tuning changed nothing"
     # four steps at a small lr stay close to the start: the run began from the shipped file
     assert torch.allclose(pre["final.6.weight"], fine["final.6.weight"].float(), atol=0.05)
+
+
+def test_poly_schedule_restarts_where_a_finished_run_is_extended():
+    from dhlib.train_setup import lr_factor
+    plain, restarted = lr_factor("poly", 10), lr_factor("poly", 10, (6,))
+    # hand-computed: (1 - s/T)^0.9 with T = 6 up to the restart, T = 10 after it
+    assert restarted(0) == 1.0
+    assert restarted(5) == pytest.approx((1 / 6) ** 0.9)
+    assert restarted(6) == pytest.approx((1 / 6) ** 0.9)   # the step at the restart ends the first cycle
+    assert restarted(7) == pytest.approx(0.3 ** 0.9) == plain(7)
+    assert restarted(9) == pytest.approx(0.1 ** 0.9)
+    ignored = lr_factor("poly", 10, (10, 25))              # restarts the run never reaches
+    assert [ignored(s) for s in range(10)] == [plain(s) for s in range(10)]
+
+
+def test_an_extended_pretraining_equals_one_run_with_a_restart(tiny_profile, tmp_path):
+    import dataclasses
+    from dhlib.train import pretrain
+    base = dataclasses.replace(tiny_profile, pretrain_lr=1e-2, val_every=0)
+    pretrain(dataclasses.replace(base, pretrain_dir=str(tmp_path / "ext"), pretrain_steps=4), progress=False)
+    pretrain(dataclasses.replace(base, pretrain_dir=str(tmp_path / "ext"), pretrain_steps=7), resume=True,
+             progress=False)
+    pretrain(dataclasses.replace(base, pretrain_dir=str(tmp_path / "one"), pretrain_steps=7, pretrain_restarts=(4,)),
+             progress=False)
+    extended, one = (torch.load(tmp_path / d / "model.pt", weights_only=True) for d in ("ext", "one"))
+    assert all(torch.equal(extended[k], one[k]) for k in one)
+    # and the restart mattered: a plain 7-step schedule ends elsewhere
+    pretrain(dataclasses.replace(base, pretrain_dir=str(tmp_path / "plain"), pretrain_steps=7, pretrain_restarts=()),
+             progress=False)
+    plain = torch.load(tmp_path / "plain" / "model.pt", weights_only=True)
+    assert not all(torch.equal(plain[k], one[k]) for k in one)
