@@ -40,6 +40,7 @@ stage() {  # stage NAME COMMAND...: run, time, log; remember the first failure
 
 stage env "$PYTHON" -c "import torch; print(torch.__version__, torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else 'no cuda')"
 [ "${BENCH:-1}" = 1 ] && stage step_benchmark "$PYTHON" benchmarks/gpu_paper_tier.py --steps 10 --batch 8
+[ "${BENCH:-1}" = 1 ] && stage flow_sample_benchmark "$PYTHON" benchmarks/bench_flow_samples.py --reps 10
 stage make_data "$PYTHON" -m dhlib make-data --profile quick
 # shellcheck disable=SC2086
 stage train_flow "$PYTHON" -m dhlib train-flow $P

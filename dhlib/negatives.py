@@ -14,7 +14,8 @@ released code (``experiments/semseg_negatives_joint_th.py`` and the negative tra
      the window, so one or two classes, and the unlabeled id 0 may be one of them;
 
 3. a synthetic negative (TPAMI, probability b instead of 1.): a normalizing-flow sample of
-   h×w with sides from {16, …, 216} px in multiples of the flow's squeeze factor, all of it;
+   h×w with sides from {16, …, 216} px in multiples of the flow's squeeze factor, all of it
+   (the released joint trainer draws one such shape per step for the whole batch);
 4. the window goes to a uniform position in the scene and is pasted under its mask: the
    segmentation target becomes 255 there (L_d ignores them) and the OOD target 1 (L_cla
    and L_x see them as negatives).
@@ -47,12 +48,14 @@ class NegativeRecipe:
     flow_min_side: int
     flow_max_side: int
     flow_temperature: float
+    flow_shape_per_step: bool = False
 
     @classmethod
     def from_profile(cls, profile) -> "NegativeRecipe":
         return cls(profile.negative_resize, tuple(profile.negative_scale_range), profile.negative_crop,
                    profile.negative_rect_prob, profile.negative_class_draws, profile.synthetic_prob,
-                   profile.flow_sample_min_side, profile.flow_sample_max_side, profile.flow_temperature)
+                   profile.flow_sample_min_side, profile.flow_sample_max_side, profile.flow_temperature,
+                   profile.flow_shape_per_step)
 
 
 @dataclass(frozen=True)
@@ -217,9 +220,17 @@ def paste_negatives(images: torch.Tensor, seg_targets: torch.Tensor, negatives, 
     outline ('rectangle' or 'class_union'; default: the recipe's mixture). With ``flow_grad``
     the flow samples keep their graph, so a loss on the mixed images trains the flow. Returns
     ``(mixed, seg_targets, ood_targets, boxes, synthetic)`` with ``synthetic[i]`` telling
-    which images got a flow sample.
+    which images got a flow sample. With the recipe's ``flow_shape_per_step`` the flow samples
+    share one shape and come from one batched pass (the released joint trainer); otherwise
+    each image's draws (kind, shape or real negative, box) come one image after the other.
     """
     b = recipe.synthetic_prob if synthetic_prob is None else synthetic_prob
+    if flow is not None and recipe.flow_shape_per_step:
+        patches, masks, synthetic = _negatives_sharing_a_flow_shape(images, negatives, recipe, b, generator, kind,
+                                                                    flow, flow_grad)
+        boxes = [random_box(images.shape[-2:], tuple(p.shape[-2:]), generator) for p in patches]
+        mixed, seg, ood = paste(images, seg_targets, patches, masks, boxes)
+        return mixed, seg, ood, boxes, synthetic
     patches, masks, boxes, synthetic = [], [], [], []
     for _ in range(images.shape[0]):
         use_flow = flow is not None and float(torch.rand((), generator=generator)) < b
@@ -230,15 +241,45 @@ def paste_negatives(images: torch.Tensor, seg_targets: torch.Tensor, negatives, 
                 patch = flow.sample(1, *size, temperature=recipe.flow_temperature, generator=generator)[0]
             mask = rectangle_mask(*size, device=images.device)
         else:
-            neg_image, neg_classes = negatives[_randint(0, len(negatives) - 1, generator)]
-            patch, mask = cut_negative(neg_image, neg_classes, recipe.resize, recipe.scale_range, recipe.crop,
-                                       recipe.rect_prob, recipe.class_draws, generator, kind)
+            patch, mask = _real_negative(negatives, recipe, generator, kind)
         boxes.append(random_box(images.shape[-2:], tuple(patch.shape[-2:]), generator))
         patches.append(patch.to(images.device))
         masks.append(mask.to(images.device))
         synthetic.append(use_flow)
     mixed, seg, ood = paste(images, seg_targets, patches, masks, boxes)
     return mixed, seg, ood, boxes, synthetic
+
+
+def _real_negative(negatives, recipe: NegativeRecipe, generator, kind):
+    """A real negative drawn from the dataset, cut as the released code cuts it: ``(patch, mask)``."""
+    neg_image, neg_classes = negatives[_randint(0, len(negatives) - 1, generator)]
+    return cut_negative(neg_image, neg_classes, recipe.resize, recipe.scale_range, recipe.crop,
+                        recipe.rect_prob, recipe.class_draws, generator, kind)
+
+
+def _negatives_sharing_a_flow_shape(images, negatives, recipe: NegativeRecipe, b: float, generator, kind,
+                                    flow, flow_grad: bool):
+    """The released joint trainer's draw: which images get a flow sample (probability b each),
+    then one shape for all of them, sampled in one batched pass of the flow (one call instead of
+    one per sample: what keeps a GPU busy). Returns ``(patches, masks, synthetic)``."""
+    synthetic = [float(torch.rand((), generator=generator)) < b for _ in range(images.shape[0])]
+    samples = iter(())
+    if any(synthetic):
+        size = sample_patch_size(recipe.flow_min_side, recipe.flow_max_side, images.shape[-2:],
+                                 multiple=flow.factor, generator=generator)
+        with torch.set_grad_enabled(flow_grad):
+            samples = iter(flow.sample(sum(synthetic), *size, temperature=recipe.flow_temperature,
+                                       generator=generator))
+    patches, masks = [], []
+    for use_flow in synthetic:
+        if use_flow:
+            patch = next(samples)
+            mask = rectangle_mask(*patch.shape[-2:], device=images.device)
+        else:
+            patch, mask = _real_negative(negatives, recipe, generator, kind)
+        patches.append(patch.to(images.device))
+        masks.append(mask.to(images.device))
+    return patches, masks, synthetic
 
 
 def paste_real_negatives(images: torch.Tensor, seg_targets: torch.Tensor, negatives, recipe: NegativeRecipe,

@@ -109,10 +109,19 @@ def training_inputs(setup: TrainingSetup, images, targets, flow_grad: bool = Fal
 
 
 def covered_bits_per_dim(setup: TrainingSetup, images, boxes) -> torch.Tensor:
-    """L_mle: bits/dim of the inlier patches that flow samples covered (one by one: sizes differ)."""
+    """L_mle: bits/dim of the inlier patches that flow samples covered, averaged over the patches.
+
+    With ``flow_shape_per_step`` the patches of one size go through the flow as one batch (all
+    of a paste's patches share a size); otherwise each goes alone, in the order of the boxes."""
+    crops = [images[i:i + 1, :, b.top:b.top + b.height, b.left:b.left + b.width] for i, b in boxes]
     noise = setup.generator  # seeded on every device (flows.layers.draw_noise)
-    return torch.stack([setup.flow.bits_per_dim(images[i:i + 1, :, b.top:b.top + b.height, b.left:b.left + b.width],
-                                                noise) for i, b in boxes]).mean()
+    if not setup.profile.flow_shape_per_step:
+        return torch.stack([setup.flow.bits_per_dim(crop, noise) for crop in crops]).mean()
+    by_size = {}
+    for crop in crops:
+        by_size.setdefault(tuple(crop.shape[-2:]), []).append(crop)
+    # bits_per_dim averages over its batch; weighted by batch size, every patch counts once
+    return sum(setup.flow.bits_per_dim(torch.cat(group), noise) * len(group) for group in by_size.values()) / len(boxes)
 
 
 def joint_flow_terms(setup: TrainingSetup, images, seg, flow_boxes, synthetic_t) -> dict:

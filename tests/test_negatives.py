@@ -185,3 +185,47 @@ def test_smoke_mixing_with_flow_gradient():
                                 None, NegativeRecipe.from_profile(profile), gen(), flow=flow, flow_grad=True)
     mixed.sum().backward()
     assert flow.top_mean.grad is not None
+
+
+def test_flow_shape_per_step_draws_one_shape_and_samples_the_batch_in_one_pass():
+    """The released joint trainer's draw, replayed by hand with a copy of the generator: a
+    Bernoulli draw per image, one shape, one batched flow.sample, then the real negatives and
+    the boxes in image order."""
+    from dhlib.config import load_profile
+    from dhlib.flows import MultiScaleFlow
+    from dhlib.negatives import paste_negatives
+    profile = load_profile("quick", synthetic_prob=0.5, flow_sample_min_side=8, flow_sample_max_side=24,
+                           negative_crop=24, negative_resize=48, flow_shape_per_step=True)
+    recipe = NegativeRecipe.from_profile(profile)
+    negatives = [(torch.rand(3, 40, 56), torch.randint(0, 4, (40, 56))) for _ in range(3)]
+    flow = MultiScaleFlow(3, levels=2, steps=1, hidden=8)
+    calls = []
+    sample = flow.sample
+    flow.sample = lambda n, *size, **kw: calls.append((n, *size)) or sample(n, *size, **kw)
+    images, targets = torch.rand(8, 3, 48, 48), torch.zeros(8, 48, 48, dtype=torch.long)
+    mixed, _, ood, boxes, synthetic = paste_negatives(images, targets, negatives, recipe, gen(3), flow=flow)
+
+    g = gen(3)
+    expected_flags = [float(torch.rand((), generator=g)) < 0.5 for _ in range(8)]
+    size = sample_patch_size(8, 24, (48, 48), multiple=flow.factor, generator=g)
+    samples = sample(sum(expected_flags), *size, temperature=recipe.flow_temperature, generator=g)
+    assert synthetic == expected_flags and 0 < sum(synthetic) < 8
+    assert calls == [(sum(synthetic), *size)]                    # one pass for the whole batch
+    flow_boxes = [b for b, s in zip(boxes, synthetic) if s]
+    assert {(b.height, b.width) for b in flow_boxes} == {size}
+    for k, (i, b) in enumerate((i, b) for i, (b, s) in enumerate(zip(boxes, synthetic)) if s):
+        window = mixed[i, :, b.top:b.top + b.height, b.left:b.left + b.width]
+        assert torch.equal(window, samples[k]) and (ood[i, b.top:b.top + b.height, b.left:b.left + b.width] == 1).all()
+
+
+def test_flow_shape_per_image_is_the_default_and_draws_a_shape_per_sample():
+    from dhlib.config import load_profile
+    from dhlib.flows import MultiScaleFlow
+    from dhlib.negatives import paste_negatives
+    assert not load_profile("quick").flow_shape_per_step and load_profile("paper").flow_shape_per_step
+    recipe = NegativeRecipe.from_profile(load_profile("quick", synthetic_prob=1.0, flow_sample_min_side=8,
+                                                      flow_sample_max_side=24))
+    flow = MultiScaleFlow(3, levels=2, steps=1, hidden=8)
+    _, _, _, boxes, _ = paste_negatives(torch.rand(8, 3, 48, 48), torch.zeros(8, 48, 48, dtype=torch.long),
+                                        None, recipe, gen(1), flow=flow)
+    assert len({(b.height, b.width) for b in boxes}) > 1

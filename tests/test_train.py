@@ -476,3 +476,24 @@ def test_several_negatives_per_image_mark_the_union_of_their_pixels(tiny_profile
     assert flow_boxes == [(i, b) for i, (b, s) in enumerate(zip(b1, f1)) if s] + \
         [(i, b) for i, (b, s) in enumerate(zip(b2, f2)) if s]
     assert any(f1 + f2) and not all(f1 + f2)
+
+
+@pytest.mark.parametrize("per_step", [False, True])
+def test_L_mle_counts_every_covered_patch_once_batching_patches_of_one_size(per_step):
+    """Against the mean over patches computed one by one (a stand-in flow whose 'bits/dim' is a
+    patch's mean pixel, averaged over its batch as the real one is)."""
+    from types import SimpleNamespace
+    from dhlib.negatives import Box
+    from dhlib.train import covered_bits_per_dim
+    batches = []
+
+    def bits_per_dim(x, generator=None):
+        batches.append(x.shape[0])
+        return x.mean(dim=(1, 2, 3)).mean()
+    setup = SimpleNamespace(profile=SimpleNamespace(flow_shape_per_step=per_step),
+                            flow=SimpleNamespace(bits_per_dim=bits_per_dim), generator=None)
+    images = torch.rand(3, 3, 20, 20)
+    boxes = [(0, Box(0, 0, 8, 8)), (1, Box(2, 3, 8, 8)), (2, Box(1, 1, 4, 12)), (2, Box(10, 5, 8, 8))]
+    expected = sum(float(images[i, :, b.top:b.top + b.height, b.left:b.left + b.width].mean()) for i, b in boxes) / 4
+    assert float(covered_bits_per_dim(setup, images, boxes)) == pytest.approx(expected, rel=1e-6)
+    assert sorted(batches) == ([1, 3] if per_step else [1, 1, 1, 1])
