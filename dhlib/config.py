@@ -347,6 +347,8 @@ def _typed_value(raw: str, default, annotation: str):
         return _number(value, default)
     if isinstance(value, int) and annotation.startswith("int |"):  # one side for a (height, width) field
         return _number(value, 0)
+    if "..." in annotation:  # a tuple of any length, e.g. pretrain_restarts: 20000, or (20000, 30000)
+        return tuple(_number(v, 0) for v in (value if isinstance(value, tuple) else (value,)))
     if not isinstance(value, tuple) or len(value) != len(default):
         raise ValueError(raw)
     return tuple(_number(v, d) for v, d in zip(value, default))

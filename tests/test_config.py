@@ -52,6 +52,10 @@ def test_overrides_and_unknown_fields():
     ("flow_update=joint", ("flow_update", "joint")),
     ("likelihood_floor=-3", ("likelihood_floor", -3.0)),
     ("likelihood_floor=None", ("likelihood_floor", None)),
+    ("pretrain_restarts=20000,", ("pretrain_restarts", (20000,))),
+    ("pretrain_restarts=20000", ("pretrain_restarts", (20000,))),
+    ("pretrain_restarts=(20000, 30000)", ("pretrain_restarts", (20000, 30000))),
+    ("pretrain_restarts=()", ("pretrain_restarts", ())),
 ])
 def test_parse_override(text, expected):
     assert parse_override(text) == expected
@@ -64,6 +68,7 @@ def test_parse_override(text, expected):
     ("scale_range=1", "cannot read '1'"),
     ("use_synthcity=maybe", "cannot read 'maybe'"),
     ("likelihood_floor=low", "cannot read 'low'"),
+    ("pretrain_restarts=1.5,", "cannot read '1.5,'"),
 ])
 def test_parse_override_errors(text, message):
     with pytest.raises(ValueError, match=message):
