@@ -45,10 +45,22 @@ def val_metrics(model, profile) -> dict:
             "val_IoU": {CLASS_NAMES[k]: round(float(v), 4) for k, v in enumerate(iou) if not np.isnan(v)}}
 
 
+def warm_start_record(profile) -> dict | None:
+    """The file a warm-started pretraining began from (``pretrain_init``): its hash, and the
+    record of the run that wrote it, so the card traces the shipped file back to random weights."""
+    from .train_setup import resolve_pretrain_init
+    path, digest = resolve_pretrain_init(profile)
+    if path is None:
+        return None
+    return {"file": profile.pretrain_init, "sha256": digest, "run": run_record(path.parent)}
+
+
 def ship_closed_set(profile) -> dict:
     """``weights/quick-closed-set.pt`` and its card from the pretraining run."""
     run_dir = profile.path("pretrain_dir")
     record = run_record(run_dir)
+    if (start := warm_start_record(profile)) is not None:
+        record["warm_start"] = start
     state = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)
     state = {k: v for k, v in state.items() if not k.startswith("logits_ood.")}
     weights = shipped.get("quick-closed-set")

@@ -225,7 +225,7 @@ def train(profile, resume: bool = False, steps: int | None = None, progress: boo
     p, flow_skipped = s.profile, 0
     if s.init["path"] and s.rank == 0:
         dropped = describe_keys(s.init["dropped"])
-        print(f"fine-tuning from {s.init['path']} ({s.init['layout']}); started fresh: "
+        print(f"{'pretraining' if closed_set else 'fine-tuning'} from {s.init['path']} ({s.init['layout']}); started fresh: "
               f"{describe_keys(s.init['fresh']) or 'nothing'}"
               + (f"; dropped, not in this model: {dropped}" if dropped else ""))
     bar = tqdm(total=s.total_steps, initial=s.step, disable=not progress or s.rank != 0,
@@ -266,15 +266,17 @@ def train(profile, resume: bool = False, steps: int | None = None, progress: boo
 
 
 def pretrain(profile, resume: bool = False, progress: bool = True) -> dict:
-    """Stage 1: the closed-set segmenter, trained from scratch on the inlier classes (L_d only).
+    """Stage 1: the closed-set segmenter, trained on the inlier classes (L_d only), from scratch
+    or from ``pretrain_init``.
 
     The quick tier's counterpart of NVIDIA's Cityscapes checkpoint, which the papers fine-tune.
     Runs in ``profile.pretrain_dir`` for ``pretrain_steps`` at ``pretrain_lr``; the trainer's
     checkpoints and ``--resume`` apply, and val mIoU is logged every ``val_every`` steps.
     """
     import dataclasses
+    # fresh_lr_mult = 1: a warm start's reshaped layer learns at the pretraining rate, as the rest
     stage1 = dataclasses.replace(profile, runs_dir=profile.pretrain_dir, train_steps=profile.pretrain_steps,
-                                 lr=profile.pretrain_lr, synthetic_prob=0.0, beta=0.0)
+                                 lr=profile.pretrain_lr, synthetic_prob=0.0, beta=0.0, fresh_lr_mult=1.0)
     return train(stage1, resume=resume, progress=progress, closed_set=True)
 
 

@@ -55,6 +55,22 @@ def resolve_init_checkpoint(profile) -> tuple[Path | None, str | None]:
     return path, weights.sha256(path)
 
 
+def resolve_pretrain_init(profile) -> tuple[Path | None, str | None]:
+    """``pretrain_init`` as ``(path, sha256)``; ``(None, None)`` for a pretraining from scratch."""
+    from .models import weights
+    name = profile.pretrain_init
+    if name is None or str(name).lower() == "none":
+        return None, None
+    path = Path(name).expanduser()
+    path = path if path.is_absolute() else project_root() / path
+    if not path.is_file():
+        raise InitCheckpointError(
+            f"pretrain_init {path} does not exist. This pretraining continues the closed-set run that "
+            "writes it: `make pretrain` trains that run first (see the Makefile). To pretrain from random "
+            "weights instead, pass --set pretrain_init=none.")
+    return path, weights.sha256(path)
+
+
 NVIDIA_CHECKPOINT = "cityscapes_cv0_wideresnet38_nosdcaug.pth"
 
 
@@ -95,15 +111,18 @@ class TrainingSetup:
     batch_iter_step: int = -1
 
 
-def initial_segmenter(profile, device, init_path: Path | None, init_sha256: str | None = None):
-    """The segmenter to train: random (stage 1, or ``init_checkpoint=none``) or loaded from
-    ``init_path`` (stage 2). Returns it with a record of what was loaded and left fresh."""
+def initial_segmenter(profile, device, init_path: Path | None, init_sha256: str | None = None,
+                      reshaped_fresh: bool = False):
+    """The segmenter to train: random (stage 1 from scratch, or ``init_checkpoint=none``) or
+    loaded from ``init_path`` (stage 2; stage 1's warm start, where ``reshaped_fresh`` lets
+    tensors of a changed shape start fresh). Returns it with a record of what was loaded and
+    left fresh."""
     from .models import load_checkpoint
     torch.manual_seed(profile.seed)
     model = build_model(profile)
     init = {"path": None, "sha256": None, "fresh": []}
     if init_path is not None:
-        report = load_checkpoint(model, init_path)
+        report = load_checkpoint(model, init_path, reshaped_fresh=reshaped_fresh)
         init = {"path": str(init_path), "sha256": init_sha256, "layout": report.layout, "fresh": report.fresh,
                 "dropped": report.dropped}
     return model.to(device), init
@@ -158,9 +177,10 @@ def setup_training(profile, resume: bool = False, steps: int | None = None, prog
     run_dir = Path(profile.path("runs_dir"))
     run_dir.mkdir(parents=True, exist_ok=True)
     total_steps = steps or profile.train_steps
-    init_path, init_sha256 = (None, None) if closed_set else resolve_init_checkpoint(profile)  # fail early
+    # fail early, before any data is read
+    init_path, init_sha256 = (resolve_pretrain_init if closed_set else resolve_init_checkpoint)(profile)
     crops, negatives, class_weights = training_data(profile, closed_set, device, rank, world, progress)
-    model, init = initial_segmenter(profile, device, init_path, init_sha256)
+    model, init = initial_segmenter(profile, device, init_path, init_sha256, reshaped_fresh=closed_set)
     flow = initial_flow(profile, crops, run_dir, device, rank) if profile.synthetic_prob > 0 and not closed_set else None
     seg_opt = torch.optim.Adam(optimiser_groups(model, init["fresh"], profile.lr, profile.fresh_lr_mult),
                                lr=profile.lr, weight_decay=profile.weight_decay, eps=profile.optimizer_eps)

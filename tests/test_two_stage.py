@@ -10,7 +10,8 @@ import torch
 from dhlib.config import load_profile
 from dhlib.models import build_model, weights
 from dhlib.models.checkpoints import CheckpointMismatchError
-from dhlib.train_setup import InitCheckpointError, initial_segmenter, optimiser_groups, resolve_init_checkpoint
+from dhlib.train_setup import (InitCheckpointError, initial_segmenter, optimiser_groups, resolve_init_checkpoint,
+                               resolve_pretrain_init)
 
 SMALL = dict(small_widths=(8, 8, 8, 8, 8), aspp_dim=8, fine_dim=4)
 
@@ -136,6 +137,36 @@ def test_the_attention_ablation_fine_tunes_from_a_checkpoint_trained_with_attent
         initial_segmenter(profile, torch.device("cpu"), *resolve_init_checkpoint(profile))
 
 
+def test_a_warm_start_across_skip_stride_leaves_only_the_reshaped_projection_fresh(tmp_path):
+    """Stage 1 may start from a closed-set run of another skip_stride: the decoder's 1×1 skip
+    projection changes shape (it reads mod1's channels instead of mod2's) and starts fresh."""
+    source = build_model(load_profile("quick", skip_stride=4, small_widths=(8, 10, 12, 14, 16), aspp_dim=8,
+                                      fine_dim=4)).state_dict()
+    path = tmp_path / "stride4.pt"
+    torch.save(source, path)
+    profile = load_profile("quick", skip_stride=2, small_widths=(8, 10, 12, 14, 16), aspp_dim=8, fine_dim=4,
+                           pretrain_init=str(path))
+    torch.manual_seed(0)
+    reference = build_model(profile).state_dict()         # the seeded fresh model initial_segmenter builds
+    model, init = initial_segmenter(profile, torch.device("cpu"), *resolve_pretrain_init(profile), reshaped_fresh=True)
+    assert init["fresh"] == ["bot_fine.weight"]
+    assert tuple(source["bot_fine.weight"].shape) == (4, 10, 1, 1) and tuple(reference["bot_fine.weight"].shape) == (4, 8, 1, 1)
+    state = model.state_dict()
+    assert torch.equal(state["bot_fine.weight"], reference["bot_fine.weight"])
+    assert all(torch.equal(state[k], source[k]) for k in state if k != "bot_fine.weight")
+    # without the allowance a changed shape is an error that names the tensor
+    with pytest.raises(CheckpointMismatchError, match="bot_fine.weight"):
+        initial_segmenter(profile, torch.device("cpu"), *resolve_pretrain_init(profile))
+
+
+def test_missing_pretrain_init_says_how_to_make_it(tmp_path):
+    profile = load_profile("quick", pretrain_init=str(tmp_path / "stage1a" / "model.pt"))
+    with pytest.raises(InitCheckpointError, match="make pretrain") as err:
+        resolve_pretrain_init(profile)
+    assert "pretrain_init=none" in str(err.value) and "stage1a" in str(err.value)
+    assert resolve_pretrain_init(load_profile("quick", pretrain_init="none")) == (None, None)
+
+
 def test_fresh_parameters_get_their_own_learning_rate():
     model = build_model(_profile(None))
     fresh = [k for k, _ in model.named_parameters() if k.startswith("logits_ood.")]
@@ -185,7 +216,8 @@ TINY = ["--set", "synthcity_height=64", "--set", "synthcity_width=128", "--set",
         "--set", "synthcity_val=4", "--set", "synthcity_negatives=8", "--set", "synthcity_anomaly_test=4",
         "--set", "crop_size=48", "--set", "flow_sample_min_side=8", "--set", "flow_sample_max_side=24", "--set", "negative_crop=24", "--set", "negative_resize=48",
         "--set", "batch_size=2", "--set", "small_widths=8,8,8,8,8", "--set", "aspp_dim=8",
-        "--set", "fine_dim=4", "--set", "synthetic_prob=0", "--set", "checkpoint_every=5"]
+        "--set", "fine_dim=4", "--set", "synthetic_prob=0", "--set", "checkpoint_every=5",
+        "--set", "pretrain_init=none", "--set", "pretrain_lr=1e-2"]
 
 
 def _tiny_args(profile, tmp_path):
@@ -198,7 +230,7 @@ def _tiny_args(profile, tmp_path):
 def test_pretrain_lowers_L_d_then_fine_tuning_starts_from_its_shipped_file(tiny_profile, tmp_path, weights_dir):
     from dhlib.__main__ import main
     args = _tiny_args(tiny_profile, tmp_path)
-    main(["pretrain", *args, "--set", "pretrain_steps=30", "--set", "pretrain_lr=1e-2", "--set", "val_every=15"])
+    main(["pretrain", *args, "--set", "pretrain_steps=30", "--set", "val_every=15"])
     log = [json.loads(line) for line in (tmp_path / "pre" / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == list(range(1, 31))
     assert set(log[0]) == {"step", "L_d", "loss", "time_s"}             # L_d only: no L_x, no L_cla
@@ -258,3 +290,30 @@ def test_an_extended_pretraining_equals_one_run_with_a_restart(tiny_profile, tmp
              progress=False)
     plain = torch.load(tmp_path / "plain" / "model.pt", weights_only=True)
     assert not all(torch.equal(plain[k], one[k]) for k in one)
+
+
+def test_a_warm_started_pretraining_starts_where_its_init_run_ended(tiny_profile, tmp_path, weights_dir, capsys):
+    """Stage 1 in two runs, as `make pretrain` makes the quick file: a run at skip_stride 4, then
+    one at skip_stride 2 that starts from its model.pt. The second starts near the first's end,
+    far below a run from scratch, and the shipped card records the run it started from."""
+    from dhlib.__main__ import main
+    args = _tiny_args(tiny_profile, tmp_path) + ["--set", "small_widths=8,12,12,12,12"]  # mod1 ≠ mod2 channels
+    first = tmp_path / "stride4"
+    main(["pretrain", *args, "--set", "skip_stride=4", "--set", "pretrain_steps=30", "--set", "val_every=0",
+          "--set", f"pretrain_dir={first}"])
+    warm = ["--set", "skip_stride=2", "--set", "pretrain_steps=5", "--set", "val_every=0"]
+    main(["pretrain", *args, *warm, "--set", f"pretrain_init={first / 'model.pt'}"])
+    assert "started fresh: bot_fine" in capsys.readouterr().out   # the reshaped projection
+    main(["pretrain", *args, *warm, "--set", f"pretrain_dir={tmp_path / 'scratch'}"])
+
+    def first_L_d(folder):
+        return json.loads((folder / "train_log.jsonl").read_text().splitlines()[0])["L_d"]
+    ended = sum(json.loads(line)["L_d"] for line in (first / "train_log.jsonl").read_text().splitlines()[-5:]) / 5
+    # nearer where the first run ended than where a run from scratch begins
+    assert first_L_d(tmp_path / "pre") - ended < 0.5 * (first_L_d(tmp_path / "scratch") - ended)
+
+    main(["ship-weights", "quick-closed-set", *args, "--set", "skip_stride=2",
+          "--set", f"pretrain_init={first / 'model.pt'}"])
+    start = weights.get("quick-closed-set").card["run"]["warm_start"]
+    assert start["file"] == str(first / "model.pt") and start["sha256"] == weights.sha256(first / "model.pt")
+    assert start["run"]["steps"] == 30 and start["run"]["overrides"]["skip_stride"] == 4

@@ -84,10 +84,13 @@ def _unwrap(obj, path) -> dict:
                                   f"with keys {list(obj)[:8] if isinstance(obj, dict) else '-'})")
 
 
-def load_checkpoint(model: torch.nn.Module, path, *, strict: bool = True) -> LoadReport:
+def load_checkpoint(model: torch.nn.Module, path, *, strict: bool = True, reshaped_fresh: bool = False) -> LoadReport:
     """Load the weights in ``path`` into ``model`` and report what was loaded.
 
     ``strict=False`` loads every key that fits and leaves the rest fresh instead of raising.
+    ``reshaped_fresh`` leaves only the tensors whose shape differs fresh (a warm start across a
+    change of the model, such as the small model's ``skip_stride``); missing and unexpected
+    keys still raise.
     """
     path = Path(path)
     if not path.is_file():
@@ -112,6 +115,8 @@ def load_checkpoint(model: torch.nn.Module, path, *, strict: bool = True) -> Loa
     unexpected = [k for k in unexpected if k not in dropped]
     wrong = [(k, tuple(state[k].shape), tuple(expected[k].shape)) for k in state
              if k in expected and state[k].shape != expected[k].shape]
+    if reshaped_fresh:
+        fresh, wrong = fresh + [k for k, _, _ in wrong], []
     if strict and (missing or unexpected or wrong):
         raise CheckpointMismatchError(_describe(path, model, missing, unexpected, wrong))
     usable = {k: v for k, v in state.items() if k in expected and v.shape == expected[k].shape}
