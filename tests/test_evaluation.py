@@ -48,7 +48,7 @@ def test_evaluation_pools_all_scores_and_matches_exact_metrics(tiny_profile, mod
 
 def test_evaluate_command(tiny_profile, model, tmp_path, capsys):
     checkpoint = save_state_dict(model, tmp_path / "model.pt")
-    args = ["evaluate", "--checkpoint", str(checkpoint)]
+    args = ["evaluate", "--checkpoint", str(checkpoint), "--set", "skip_stride=4"]  # the fixture's layout
     for field in ("cityscapes_root", "ade20k_root", "fishyscapes_root"):
         args += ["--set", f"{field}={getattr(tiny_profile, field)}"]
     for field, value in (("synthcity_height", 64), ("synthcity_width", 128), ("synthcity_train", 6),

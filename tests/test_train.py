@@ -146,7 +146,7 @@ def _joint_profile(tiny_profile, run_dir, **overrides):
                 "synthcity_anomaly_test": 4, "crop_size": 48, "flow_sample_min_side": 8,
                 "flow_sample_max_side": 24, "negative_crop": 24, "negative_resize": 48, "batch_size": 2,
                 "flow_levels": 2, "flow_steps": 1, "flow_hidden": 8, "small_widths": (8, 8, 8, 8, 8),
-                "aspp_dim": 8, "fine_dim": 4, "init_checkpoint": None, "checkpoint_every": 3,
+                "aspp_dim": 8, "fine_dim": 4, "init_checkpoint": None, "pretrain_init": None, "checkpoint_every": 3,
                 "flow_update": "joint", "synthetic_prob": 1.0, "runs_dir": str(run_dir), "device": "cpu",
                 "lr_schedule": "constant"}  # so that a 3-step run is the first half of a 6-step one
     return load_profile("quick", **(settings | overrides))
