@@ -33,6 +33,14 @@ class InitCheckpointError(FileNotFoundError):
     """The profile's ``init_checkpoint`` cannot be found: the message says where to get it."""
 
 
+def _checkpoint_path(name) -> Path | None:
+    """A checkpoint field's value as an absolute path (relative to the checkout); None for 'none'."""
+    if name is None or str(name).lower() == "none":
+        return None
+    path = Path(name).expanduser()
+    return path if path.is_absolute() else project_root() / path
+
+
 def resolve_init_checkpoint(profile) -> tuple[Path | None, str | None]:
     """``init_checkpoint`` as ``(path, sha256 or None)``; ``(None, None)`` for random weights.
 
@@ -40,12 +48,11 @@ def resolve_init_checkpoint(profile) -> tuple[Path | None, str | None]:
     """
     from .models import weights
     name = profile.init_checkpoint
-    if name is None or str(name).lower() == "none":
-        return None, None
     if name in weights.REGISTRY:
         return weights.resolve(name)
-    path = Path(name).expanduser()
-    path = path if path.is_absolute() else project_root() / path
+    path = _checkpoint_path(name)
+    if path is None:
+        return None, None
     if not path.is_file():
         hint = NVIDIA_HINT if path.name == NVIDIA_CHECKPOINT else (
             f"shipped names: {', '.join(weights.REGISTRY)}")
@@ -58,11 +65,9 @@ def resolve_init_checkpoint(profile) -> tuple[Path | None, str | None]:
 def resolve_pretrain_init(profile) -> tuple[Path | None, str | None]:
     """``pretrain_init`` as ``(path, sha256)``; ``(None, None)`` for a pretraining from scratch."""
     from .models import weights
-    name = profile.pretrain_init
-    if name is None or str(name).lower() == "none":
+    path = _checkpoint_path(profile.pretrain_init)
+    if path is None:
         return None, None
-    path = Path(name).expanduser()
-    path = path if path.is_absolute() else project_root() / path
     if not path.is_file():
         raise InitCheckpointError(
             f"pretrain_init {path} does not exist. This pretraining continues the closed-set run that "
