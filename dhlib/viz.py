@@ -375,29 +375,30 @@ def evaluation_figures(results: dict, out_dir, prefix: str = "eval") -> list[Pat
 
 def cue_sweep_figure(result: dict):
     """Left: FPR95 and AP of ln P(out|x) − w·ln p̂ along the weight sweep. Right: the two cues
-    on the sampled anomaly pixels, energy's hardest 5 % (those that set its 95 %-TPR threshold)
-    in red, and the line under the discriminative cue's lowest fifth. See :mod:`dhlib.complementarity`."""
+    on the anomaly pixels, those energy misses at 95 % TPR in red, and the line under the
+    discriminative cue's lowest fifth. See :mod:`dhlib.complementarity`."""
     weights = result["weights"]
     names = ["∞\n(energy)" if np.isinf(w) else f"{w:g}" + ("\n(disc.)" if w == 0 else "\n(hybrid)" if w == 1 else "")
              for w in weights]
     fig, (sweep, scatter) = plt.subplots(1, 2, figsize=(11, 4), dpi=90)
     x = np.arange(len(weights))
-    sweep.plot(x, 100 * np.asarray(result["FPR95"]), "o-", color="C3", label="FPR95 (lower is better)")
+    sweep.plot(x, 100 * np.asarray(result["FPR95"]), "o-", color="k", label="FPR95 (lower is better)")
     sweep.set(xticks=x, xticklabels=names, xlabel="w, the weight of −ln p̂", ylabel="FPR95 (%)")
     ap = sweep.twinx()
     ap.plot(x, 100 * np.asarray(result["AP"]), "s--", color="C0", label="AP (higher is better)")
-    ap.set_ylabel("AP (%)")
+    ap.set_ylabel("AP (%; note its own, narrower scale)", color="C0")
     sweep.legend(handles=sweep.get_lines() + ap.get_lines(), fontsize=8, loc="upper center",
                  bbox_to_anchor=(0.5, -0.25), ncol=2)
     sweep.set_title("ln P(out|x) − w · ln p̂(x)", fontsize=10)
-    ano = result["pairs"][1]
-    hard = ano[:, 1] < np.quantile(ano[:, 1], 0.05)
-    scatter.scatter(ano[~hard, 1], ano[~hard, 0], s=2, alpha=0.3, color="grey", label="anomaly pixels")
-    scatter.scatter(ano[hard, 1], ano[hard, 0], s=3, color="C3", label="energy's hardest 5 %")
-    scatter.axhline(np.quantile(ano[:, 0], 0.2), color="k", ls=":", lw=1,
+    ano = result["samples"][1]
+    missed = ano[:, 1] < result["energy_miss"]
+    scatter.hexbin(ano[:, 1], ano[:, 0], gridsize=60, bins="log", cmap="Greys", mincnt=1)
+    scatter.scatter(ano[missed, 1], ano[missed, 0], s=2, color="C3", label="missed by energy at 95 % TPR")
+    scatter.axhline(result["disc_low"], color="C0", ls=":", lw=1.2,
                     label="below: the discriminative cue's lowest 20 %")
     scatter.set(xlabel="−ln p̂(x) (energy)", ylabel="ln P(out|x) (discriminative)",
-                title=f"anomaly pixels: Spearman ρ = {result['spearman_anomaly']:.2f}")
-    scatter.legend(fontsize=8, markerscale=4)
+                title=f"anomaly pixels (grey: count, log scale): Spearman ρ = {result['spearman_anomaly']:.2f}")
+    scatter.title.set_fontsize(10)
+    scatter.legend(fontsize=8, markerscale=4, loc="lower right")
     fig.tight_layout()
     return fig

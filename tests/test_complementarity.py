@@ -46,14 +46,37 @@ def test_rank_statistics_on_every_pixel_match_scipy_and_a_hand_count():
     y = np.r_[np.ones(1000), np.zeros(3000)].astype(np.int64)
     disc = rng.normal(0, 1, y.size).astype(np.float32)
     ener = (0.6 * disc + rng.normal(0, 1, y.size)).astype(np.float32)
-    r = cue_complementarity(_images(disc, ener, y, parts=2), pairs_per_image=10**6)
+    r = cue_complementarity(_images(disc, ener, y, parts=2), inliers_per_image=10**6)
     a, n = y == 1, y == 0
     assert r["spearman_anomaly"] == pytest.approx(spearmanr(disc[a], ener[a])[0], abs=1e-9)
     assert r["spearman_inlier"] == pytest.approx(spearmanr(disc[n], ener[n])[0], abs=1e-9)
-    # by ranks: energy's 50 lowest anomalies; how many are among the discriminative cue's 200 lowest?
+    # by ranks (1000 anomalies): energy misses its 50 lowest at 95 % TPR; how many of those are
+    # among the discriminative cue's 200 lowest, which it misses at 80 % TPR?
     e_rank, d_rank = np.argsort(np.argsort(ener[a])), np.argsort(np.argsort(disc[a]))
     hard = e_rank < 50
     assert r["shared_misses"] == pytest.approx((d_rank[hard] < 200).mean(), abs=1e-12)
+
+
+def test_shared_misses_pool_every_anomaly_pixel_whatever_the_image_sizes():
+    """One big anomaly and many small ones: the statistic is that of the pooled pixels, so the
+    small images do not count for more than their pixels."""
+    rng = np.random.default_rng(3)
+    images, all_d, all_e = [], [], []
+    for n_out in (5000, 30, 30, 30, 30, 30):
+        y = np.r_[np.ones(n_out), np.zeros(3000)].astype(np.int64)
+        d = rng.normal(0, 1, y.size).astype(np.float32)
+        e = (d + rng.normal(0, 1, y.size) + (n_out < 100) * 3 * y).astype(np.float32)
+        images.append((torch.from_numpy(d), torch.from_numpy(e), torch.from_numpy(y)))
+        all_d.append(d[:n_out])
+        all_e.append(e[:n_out])
+    r = cue_complementarity(images)                          # default settings: inliers sampled
+    d, e = np.concatenate(all_d), np.concatenate(all_e)
+    e_rank, d_rank = np.argsort(np.argsort(e)), np.argsort(np.argsort(d))
+    # 5150 anomaly pixels: at 95 % TPR energy keeps ⌈4892.5⌉ = 4893 and misses its 257 lowest;
+    # at 80 % TPR the discriminative cue keeps 4120 and misses its 1030 lowest
+    hard = e_rank < 257
+    assert r["shared_misses"] == pytest.approx((d_rank[hard] < 1030).mean(), abs=1e-12)
+    assert r["spearman_anomaly"] == pytest.approx(spearmanr(d, e)[0], abs=1e-9)
 
 
 def test_complementary_cues_are_told_from_cues_blind_to_the_same_anomalies():
