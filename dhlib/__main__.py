@@ -123,9 +123,9 @@ def evaluate(profile: Profile, checkpoint: str | None = None, dataset: str | Non
         raise SystemExit("evaluate needs --checkpoint PATH: a DenseHybrid / NVIDIA checkpoint or "
                          "a model.pt written by this package")
     model = build_model(profile).to(select_device(profile.device))
-    load_checkpoint(model, checkpoint)  # a bad file stops here, before any data is written
+    loaded = load_checkpoint(model, checkpoint)  # a bad file stops here, before any data is written
     data, track = evaluation_dataset(profile, dataset, kind, track)
-    evaluation = evaluate_checkpoint(model, checkpoint, data, track=track)
+    evaluation = evaluate_checkpoint(model, checkpoint, data, track=track, loaded=loaded)
     print(f"{checkpoint} ({evaluation.layout}) on {len(data)} images:")
     print(evaluation.format_table())
     for path in evaluation.figures(profile.path("figures_dir")):

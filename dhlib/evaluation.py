@@ -212,15 +212,17 @@ def summary(results: dict) -> dict:
 
 
 def evaluate_checkpoint(model, checkpoint, dataset, *, components: bool = True, track: str | None = None,
-                        progress: bool = True) -> THKLOODEvaluation:
+                        progress: bool = True, loaded=None) -> THKLOODEvaluation:
     """Load ``checkpoint`` into ``model``, evaluate it on ``dataset`` (all six scores) and, with
     ``components``, add the hybrid's component metrics (``track``: SegmentMeIfYouCan limits).
 
     The model stays on its device. The checkpoint's layout (which kind of file it was) is kept
-    as ``evaluation.layout``.
+    as ``evaluation.layout``. ``loaded``: the report of ``load_checkpoint(model, checkpoint)``
+    when the caller has already loaded it (to check the file before writing any data); the
+    file, which can be a paper-tier checkpoint of hundreds of MB, is then not read again.
     """
     from .models import load_checkpoint
-    layout = load_checkpoint(model, checkpoint).layout
+    layout = (loaded or load_checkpoint(model, checkpoint)).layout
     evaluation = THKLOODEvaluation(model, dataset)
     evaluation.layout = layout
     evaluation.run(progress=progress)

@@ -69,8 +69,13 @@ def test_evaluate_checkpoint_is_the_one_entry_point(tiny_profile, tmp_path, monk
     model = build_model(tiny_profile)
     torch.save(model.state_dict(), tmp_path / "m.pt")
     from dhlib import __main__ as cli
+    from dhlib.models import checkpoints
+    reads = []
+    real_read = checkpoints.read_tensors
+    monkeypatch.setattr(checkpoints, "read_tensors", lambda path: reads.append(path) or real_read(path))
     cli.evaluate(tiny_profile, str(tmp_path / "m.pt"))
     assert len(calls) == 1
+    assert len(reads) == 1   # checked before any data is written, and not read again to evaluate
     result = real(build_model(tiny_profile), tmp_path / "m.pt",
                   Fishyscapes(tiny_profile.path("fishyscapes_root")), components=False, progress=False)
     summary = evaluation.summary(result.results)
