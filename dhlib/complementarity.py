@@ -25,6 +25,7 @@ import torch
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
+from .evaluation import THKLOODEvaluation
 from .metrics import StreamingOODMetrics, threshold_at_tpr
 from .scores import discriminative, energy
 
@@ -35,17 +36,15 @@ WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, math.inf)
 MISSED, LOW = 0.05, 0.20
 
 
-@torch.no_grad()
 def cue_maps(model, dataset, progress: bool = True):
     """Yield ``(ln P(out|x), −ln p̂(x), label)`` maps (H×W tensors) of every image of
-    ``dataset`` (items ``(image, ood_label)``), one forward pass of ``model`` each."""
-    model.eval()
-    device = next(model.parameters()).device
+    ``dataset`` (items ``(image, ood_label)``), one forward pass of ``model`` each, through the
+    evaluation's own :meth:`~dhlib.evaluation.THKLOODEvaluation.score_maps`."""
+    evaluation = THKLOODEvaluation(model, dataset, scores={"discriminative": discriminative, "energy": energy})
     for i in tqdm(range(len(dataset)), desc="cue maps", disable=not progress):
         image, label = dataset[i]
-        seg, ood = model(image[None].to(device))
-        seg, ood = seg.float().cpu(), ood.float().cpu()
-        yield discriminative(seg, ood)[0], energy(seg)[0], torch.as_tensor(label)
+        maps = evaluation.score_maps(image)[1]
+        yield maps["discriminative"], maps["energy"], torch.as_tensor(label)
 
 
 def weighted_score(disc: torch.Tensor, ener: torch.Tensor, w: float) -> torch.Tensor:
