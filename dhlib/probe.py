@@ -1,13 +1,20 @@
-"""A ceiling for the OOD head: the best linear head on the decoder feature, with test labels.
+"""An oracle for the OOD head: a linear probe on the decoder feature, fit with test labels.
 
-The OOD head is a linear classifier (after BN and ReLU) on the decoder feature f(x), trained
-on pasted negatives. Could *any* linear head on the same feature flag the test anomalies much
-better? This module answers with an oracle: a logistic regression fit on the anomaly and inlier
-pixels of some test images and scored on the others (k folds by image, so every image is scored
-by a probe that never saw it). If even this probe, which knows the test family, barely beats
-energy, the limit lies in what f(x) encodes, not in the head, the negatives or the score.
+The OOD head is a linear classifier (after BN and ReLU) on the decoder feature f(x), trained on
+pasted negatives. Does f(x) hold a cue that the head missed? This module answers with an
+oracle: a class-balanced logistic regression fit on pixels of some test images and scored on
+the others (k folds by image, so every image is scored by a probe that never saw it). It
+reports the probe alone and the hybrid with the probe in the OOD head's place,
+ln σ(d) − ln p̂(x), beside the model's own cues on the same pixels. A probe hybrid that beats
+energy where the model's hybrid does not says that f(x) holds a cue complementary to energy
+that the head did not learn. A probe that fails proves little: the head's form (BN, ReLU, 1×1)
+contains every linear probe, and the logistic loss is not the metrics.
 
-It is a diagnostic, never a detector: its labels come from the test set.
+The control fits the same probe on what L_cla sees instead, training scenes with pasted
+negatives (:func:`pasted_scenes`). If the oracle's hybrid gains and the control's does not, the
+negatives, rather than how the head was trained, keep the cue out of the head's reach.
+
+The oracle is a diagnostic, never a detector: its labels come from the test set.
 """
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ from tqdm.auto import tqdm
 from .evaluation import THKLOODEvaluation
 from .metrics import StreamingOODMetrics
 from .models.deeplabv3plus import upsample
+from .negatives import paste_negatives
 from .scores import discriminative, energy, hybrid
 
 
@@ -38,24 +46,28 @@ def features_at(feature: torch.Tensor, size, rows: torch.Tensor, cols: torch.Ten
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, c: float = 1.0, iterations: int = 200):
     """Class-balanced, L2-regularised logistic regression of ``y`` (0/1) on ``x`` (N×C).
 
-    Minimises, over w and b, on standardised features z = (x − μ)/σ:
+    Minimises, over w and b, on standardised features z = (x − μ)/sd (sd: the per-channel
+    standard deviation):
 
         ½‖w‖² + c · Σ_i s_i · ln(1 + exp(−t_i (wᵀz_i + b))),   t_i = 2y_i − 1,  s_i = N / (2 N_{y_i})
 
     (scikit-learn's ``LogisticRegression(C=c, class_weight="balanced")``): the class weights s_i
-    stop the many inlier pixels from drowning the anomalies. Returns ``(weight, bias)`` acting on
-    the raw features, so a whole feature map is scored as ``weight · f + bias``.
+    give each class half of the loss, so the many inlier pixels do not drown the anomalies; the
+    sigmoid of the fitted logit then estimates P(y = 1 | x) as if both classes were equally
+    common. Returns ``(weight, bias)`` acting on the raw features, so a whole feature map is
+    scored as ``weight · f + bias``.
     """
     x, y = x.double(), y.double()
-    mu, sigma = x.mean(0), x.std(0, correction=0).clamp_min(1e-12)
-    z = (x - mu) / sigma
+    mu, sd = x.mean(0), x.std(0, correction=0).clamp_min(1e-12)
+    z = (x - mu) / sd
     counts = torch.stack([(y == 0).sum(), (y == 1).sum()]).double()
     if (counts == 0).any():
         raise ValueError(f"need pixels of both classes; got {int(counts[0])} inlier and {int(counts[1])} anomaly")
     s = len(y) / (2 * counts[y.long()])
     t = 2 * y - 1
     w = torch.zeros(z.shape[1] + 1, dtype=torch.float64, requires_grad=True)
-    # The objective is smooth and strictly convex, so L-BFGS reaches the unique minimum.
+    # The objective is smooth and strictly convex: one minimum, which L-BFGS approaches within
+    # ``iterations`` steps.
     optimizer = torch.optim.LBFGS([w], max_iter=iterations, tolerance_grad=1e-10, tolerance_change=1e-14,
                                   history_size=20, line_search_fn="strong_wolfe")
 
@@ -68,7 +80,8 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, c: float = 1.0, iterations: i
 
     optimizer.step(objective)
     w = w.detach()
-    weight = w[:-1] / sigma
+    # wᵀz + b = (w/sd)ᵀx + (b − (w/sd)ᵀμ): the same logit on the raw features
+    weight = w[:-1] / sd
     return weight, w[-1] - (weight * mu).sum()
 
 
@@ -80,8 +93,10 @@ def decision_map(feature: torch.Tensor, weight: torch.Tensor, bias, size) -> tor
 
 @torch.no_grad()
 def _sample_fold(model, dataset, indices, per_image: int, rng) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features of every anomaly pixel (up to ``per_image``) and as many random inlier pixels
-    (up to ``per_image``) of each image in ``indices``."""
+    """Features and labels (1 anomaly, 0 inlier) of up to ``per_image`` random anomaly pixels
+    and up to ``per_image`` random inlier pixels of each image in ``indices`` (all of a class
+    when it has fewer; void pixels are left out). The cap keeps the fit small; it also gives a
+    large anomaly no more weight than ``per_image`` pixels, unlike the pooled metrics."""
     xs, ys = [], []
     device = next(model.parameters()).device
     for i in indices:
@@ -111,6 +126,8 @@ def _score_fold(model, dataset, indices, weight, bias, streams: dict) -> None:
     for i in indices:
         image, label = dataset[i]
         label = torch.as_tensor(np.asarray(label))
+        # The model's cues through the evaluation's own score_maps, so these rows equal
+        # THKLOODEvaluation.run()'s; the probe reads the decoder feature, computed a second time.
         maps = evaluation.score_maps(image)[1]
         d = decision_map(model.decoder_feature(image[None].to(device)).float().cpu(), weight, bias, label.shape)
         maps |= {"probe": d, "probe hybrid": F.logsigmoid(d) + maps["energy"]}
@@ -118,22 +135,45 @@ def _score_fold(model, dataset, indices, weight, bias, streams: dict) -> None:
             streams[name].update(maps[name], label)
 
 
-def linear_probe_ceiling(model, dataset, folds: int = 2, per_image: int = 4000, c: float = 1.0,
-                         seed: int = 0, progress: bool = True) -> dict:
-    """AP, AUROC and FPR95 of the oracle probe and of the model's cues on the same pixels.
+def linear_probe(model, dataset, fit_on=None, folds: int = 2, per_image: int = 4000, c: float = 1.0,
+                 seed: int = 0, progress: bool = True) -> dict:
+    """AP, AUROC and FPR95 on ``dataset`` of a linear probe and of the model's cues, on the same
+    pixels. Returns ``{score name: {"AP", "AUROC", "FPR95"}}`` for :data:`SCORES`.
 
-    Image i belongs to fold i mod ``folds``; the probe scoring a fold is fit on the others'
-    pixels (:func:`_sample_fold`), and the metrics pool every pixel of every image, each scored
-    once. Returns ``{score name: {"AP", "AUROC", "FPR95"}}`` for :data:`SCORES`.
+    ``fit_on=None``, the oracle: image i of ``dataset`` belongs to fold i mod ``folds``, the
+    probe scoring a fold is fit on the other folds' pixels (:func:`_sample_fold`), and the
+    metrics pool every pixel of every image, each scored once (they mix the scores of ``folds``
+    probes). ``fit_on`` a dataset of ``(image, label)`` (e.g. :func:`pasted_scenes`, what L_cla
+    sees): one probe fit there scores every image of ``dataset``.
     """
-    if folds < 2 or len(dataset) < folds:
+    if fit_on is None and (folds < 2 or len(dataset) < folds):
         raise ValueError(f"need at least 2 folds and one image per fold; got {folds} folds, {len(dataset)} images")
     model.eval()
     rng = np.random.default_rng(seed)
     streams = {name: StreamingOODMetrics() for name in SCORES}
-    for k in tqdm(range(folds), desc="probe folds", disable=not progress):
-        held_out = [i for i in range(len(dataset)) if i % folds == k]
-        train = [i for i in range(len(dataset)) if i % folds != k]
-        weight, bias = fit_logistic(*_sample_fold(model, dataset, train, per_image, rng), c=c)
-        _score_fold(model, dataset, held_out, weight, bias, streams)
+    everything = list(range(len(dataset)))
+    plan = ([(fit_on, range(len(fit_on)), everything)] if fit_on is not None else
+            [(dataset, [i for i in everything if i % folds != k], [i for i in everything if i % folds == k])
+             for k in range(folds)])
+    for fit_data, fit_indices, scored in tqdm(plan, desc="probe fits", disable=not progress):
+        weight, bias = fit_logistic(*_sample_fold(model, fit_data, fit_indices, per_image, rng), c=c)
+        _score_fold(model, dataset, scored, weight, bias, streams)
     return {name: stream.compute() for name, stream in streams.items()}
+
+
+@torch.no_grad()
+def pasted_scenes(scenes, negatives, recipe, count: int, seed: int = 0, flow=None,
+                  synthetic_prob: float | None = None) -> list:
+    """The first ``count`` scenes of ``scenes`` with one negative pasted in each, as the
+    fine-tuning pastes them (:func:`~dhlib.negatives.paste_negatives`, ``recipe``; flow samples
+    only with a ``flow``): a list of ``(image, ood_target)``, 1 on pasted pixels, 0 on inliers,
+    255 where the scene was void."""
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(count):
+        image, classes = scenes[i]
+        classes = torch.as_tensor(np.asarray(classes)).long()
+        mixed, _, ood, _, _ = paste_negatives(image[None], classes[None], negatives, recipe, generator,
+                                              flow=flow, synthetic_prob=synthetic_prob)
+        out.append((mixed[0], ood[0]))
+    return out
