@@ -27,7 +27,7 @@ from .evaluation import THKLOODEvaluation
 from .metrics import StreamingOODMetrics
 from .models.deeplabv3plus import upsample
 from .negatives import paste_negatives
-from .scores import discriminative, energy, hybrid
+from .scores import discriminative, energy
 
 
 def features_at(feature: torch.Tensor, size, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
@@ -120,8 +120,7 @@ SCORES = ("probe", "probe hybrid", "hybrid", "energy", "discriminative")
 def _score_fold(model, dataset, indices, weight, bias, streams: dict) -> None:
     """Stream every pixel of ``indices`` into ``streams``: the probe's logit d, the hybrid with
     the probe in place of the OOD head (ln σ(d) − ln p̂(x)), and the model's own cues."""
-    evaluation = THKLOODEvaluation(model, dataset, scores={"hybrid": hybrid, "energy": energy,
-                                                           "discriminative": discriminative})
+    evaluation = THKLOODEvaluation(model, dataset, scores={"energy": energy, "discriminative": discriminative})
     device = next(model.parameters()).device
     for i in indices:
         image, label = dataset[i]
@@ -130,7 +129,10 @@ def _score_fold(model, dataset, indices, weight, bias, streams: dict) -> None:
         # THKLOODEvaluation.run()'s; the probe reads the decoder feature, computed a second time.
         maps = evaluation.score_maps(image)[1]
         d = decision_map(model.decoder_feature(image[None].to(device)).float().cpu(), weight, bias, label.shape)
-        maps |= {"probe": d, "probe hybrid": F.logsigmoid(d) + maps["energy"]}
+        # the hybrid ln P(out|x) − ln p̂(x) as scores.hybrid adds it, and the same sum with the
+        # probe's ln σ(d) in place of the OOD head's ln P(out|x)
+        maps |= {"hybrid": maps["discriminative"] + maps["energy"],
+                 "probe": d, "probe hybrid": F.logsigmoid(d) + maps["energy"]}
         for name in SCORES:
             streams[name].update(maps[name], label)
 
