@@ -16,7 +16,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PROFILE ?= quick
 
-.PHONY: demo test install bench notebooks exercises book browser ablate clean-data pretrain finetune
+.PHONY: demo test install bench notebooks exercises book browser ablate clean-data pretrain flow finetune
 
 # The stamp is rebuilt whenever pyproject.toml changes, so a new dependency is installed.
 $(VENV)/.installed: pyproject.toml
@@ -52,8 +52,14 @@ pretrain: install
 	$(PY) -m dhlib pretrain --profile quick --resume
 	$(PY) -m dhlib ship-weights quick-closed-set --profile quick
 
+# The flow that stage 2's joint phase starts from, weights/quick-flow.pt: train-flow on inlier
+# crops (the quick profile's flow_pretrain_steps; re-run to resume), then the file and its card.
+flow: install
+	$(PY) -m dhlib train-flow --profile quick --resume --set runs_dir=runs/quick-flow
+	$(PY) -m dhlib ship-weights quick-flow --profile quick --set runs_dir=runs/quick-flow
+
 # Stage 2, the shipped two-head model weights/quick-densehybrid.pt: the demo's fine-tuning from
-# the shipped closed-set weights, then the file and its card (metrics, score threshold).
+# the shipped closed-set weights and flow, then the file and its card (metrics, score threshold).
 finetune: install
 	$(PY) -m dhlib demo --profile quick
 	$(PY) -m dhlib ship-weights quick-densehybrid --profile quick

@@ -13,8 +13,8 @@ Commands available now:
 * ``evaluate``   ``--checkpoint PATH [--dataset DIR [--kind K]]``: all six anomaly scores, metrics table,
                  figures; DIR: any Fishyscapes / SegmentMeIfYouCan / Road Anomaly tree or images/ +
                  labels/; ``--track anomaly|obstacle``: SegmentMeIfYouCan's component size limits;
-* ``demo``       the main job: ``make-data``, ``train-flow``, ``train`` from the shipped closed-set
-                 weights, evaluation of all six scores, figures; writes ``runs/<profile>/model.pt``
+* ``demo``       the main job: ``make-data``, ``train`` from the shipped closed-set weights and flow
+                 (``train-flow`` first when ``flow_init`` is none), evaluation of all six scores, figures; writes ``runs/<profile>/model.pt``
                  and ``results.json``;
 * ``ablate``     train and evaluate the profile as it is, b = 0 / 0.5 / 1 and attention off (``--variant`` picks
                  some); writes ``runs/<profile>/ablation/ablation.md`` (re-run to resume);
@@ -72,9 +72,13 @@ def figures(profile: Profile) -> list:
     return written
 
 
-def train_flow(profile: Profile, resume: bool = False) -> dict:
+def train_flow(profile: Profile, resume: bool = False, command: str | None = None) -> dict:
     """Pre-train the normalizing flow on inlier crops (L_mle); prints held-out bits/dim."""
     from .flows.pretrain import pretrain_flow
+    from .provenance import record_run_info
+    run_dir = profile.path("runs_dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record_run_info(run_dir, profile, command, resume, name="flow_run_info.json", checkpoint="flow_checkpoint.pt")
     summary = pretrain_flow(profile, resume=resume)
     print(f"flow: {summary['val_bits_per_dim']:.3f} bits/dim on held-out {profile.flow_crop}×"
           f"{profile.flow_crop} val crops (uniform model: 8.000) after {summary['steps']} steps, "
@@ -166,8 +170,10 @@ def ship_weights(profile: Profile, name: str) -> dict:
     except FileNotFoundError as err:  # no finished run to ship: say which, without a traceback
         raise SystemExit(f"ship-weights: {err}") from None
     m = card["metrics"]
+    measured = (f"val {m['val_bits_per_dim']:.3f} bits/dim" if "val_bits_per_dim" in m
+                else f"val mIoU {100 * m['val_mIoU']:.2f}")
     print(f"wrote {weights.get(name).path} ({card['size_bytes'] / 1e6:.1f} MB, sha256 {card['sha256'][:12]}…) and "
-          f"its card; val mIoU {100 * m['val_mIoU']:.2f}")
+          f"its card; {measured}")
     return card
 
 
@@ -192,14 +198,15 @@ def demo(profile: Profile, command: str | None = None) -> dict:
     from .models import build_model
     from .provenance import record_run_info
     from .train import train, validation_miou
-    from .train_setup import resolve_init_checkpoint
+    from .train_setup import resolve_flow_init, resolve_init_checkpoint
     start = time.perf_counter()
     run_dir = profile.path("runs_dir")
     if synthcity.uses_synthcity(profile):  # roots pointed elsewhere are read as they are
         make_data(profile)
     init_path, init_sha = resolve_init_checkpoint(profile)
     miou_init = initial_miou(profile, init_path)
-    if profile.synthetic_prob > 0:
+    flow_path, flow_sha = resolve_flow_init(profile) if profile.synthetic_prob > 0 else (None, None)
+    if profile.synthetic_prob > 0 and flow_path is None:  # no pre-trained flow named: train one here
         train_flow(profile)
     record_run_info(run_dir, profile, command)
     trained = train(profile)
@@ -212,6 +219,7 @@ def demo(profile: Profile, command: str | None = None) -> dict:
     wall = time.perf_counter() - start
     results = {"profile": profile.name, "wall_time_s": round(wall, 1), "peak_memory_mb": round(peak_memory_mb()),
                "init_checkpoint": {"path": str(init_path) if init_path else None, "sha256": init_sha},
+               "flow_init": {"path": str(flow_path) if flow_path else None, "sha256": flow_sha},
                "mIoU_init": miou_init, "mIoU": miou, **summary(evaluation.results),
                "train_steps": trained["steps"], "flow_steps_skipped": trained["flow_steps_skipped"]}
     atomic_write_text(json.dumps(results, indent=2), run_dir / "results.json")
@@ -306,7 +314,7 @@ def _ablate(args, profile):
 COMMANDS = {
     "make-data": lambda args, profile: make_data(profile),
     "figures": lambda args, profile: figures(profile),
-    "train-flow": lambda args, profile: train_flow(profile, resume=args.resume),
+    "train-flow": lambda args, profile: train_flow(profile, resume=args.resume, command=args.command_line),
     "pretrain": lambda args, profile: pretrain(profile, resume=args.resume, command=args.command_line),
     "train": lambda args, profile: train_segmenter(profile, resume=args.resume, command=args.command_line),
     "ship-weights": _ship_weights,
@@ -325,7 +333,7 @@ def main(argv=None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=sorted(COMMANDS))
     parser.add_argument("names", nargs="*", metavar="NAME",
-                        help="ship-weights: the shipped name (quick-closed-set, quick-densehybrid); "
+                        help="ship-weights: the shipped name (quick-closed-set, quick-flow, quick-densehybrid); "
                              "score: image files and/or folders of images (PATH...); report: results.json files")
     parser.add_argument("--profile", choices=PROFILES, default=os.environ.get("DHLIB_PROFILE", "quick"),
                         help="quick (CPU, SynthCity; default) or paper (GPU, real data)")

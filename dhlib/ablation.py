@@ -12,8 +12,8 @@ variant               change to the profile
 ``no attention``      ``attention=False`` with the profile's b
 ====================  ==========================================================
 
-Every variant starts from the same pre-trained flow (``<runs_dir>/flow.pt``, trained first
-when missing), trains in ``<runs_dir>/ablation/<variant>/`` and is evaluated on the
+Every variant starts from the same pre-trained flow (the profile's ``flow_init``, or without
+one ``<runs_dir>/flow.pt``, trained first when missing), trains in ``<runs_dir>/ablation/<variant>/`` and is evaluated on the
 profile's anomaly tree (all six scores) and on the inlier val split (mIoU). A variant whose
 ``result.json`` exists is not trained again, and an interrupted training resumes from its
 checkpoint, so ``python -m dhlib ablate`` can be run again after a kill and finishes the table.
@@ -86,7 +86,7 @@ def prepare_variant_folder(variant, name: str, shared_flow: Path) -> None:
         for stale in ("result.json", "checkpoint.pt", "model.pt", "flow_joint.pt", "train_log.jsonl"):
             (run_dir / stale).unlink(missing_ok=True)
     atomic_write_text(json.dumps(recipe, indent=2), recipe_path)
-    if variant.synthetic_prob > 0 and not (run_dir / "flow.pt").exists():
+    if variant.synthetic_prob > 0 and variant.flow_init is None and not (run_dir / "flow.pt").exists():
         atomic_write(run_dir / "flow.pt", lambda tmp: shutil.copyfile(shared_flow, tmp))
 
 
@@ -114,7 +114,7 @@ def ablate(profile, variants=None, progress: bool = True) -> list[dict]:
     if unknown:
         raise ValueError(f"unknown ablation variant(s) {unknown}; choose from {list(VARIANTS)}")
     synthcity.ensure(profile, progress)
-    if not (profile.path("runs_dir") / "flow.pt").exists():
+    if profile.flow_init is None and not (profile.path("runs_dir") / "flow.pt").exists():
         pretrain_flow(profile, resume=True, progress=progress)
     results = [run_variant(profile, name, progress) for name in variants]
     out = profile.path("runs_dir") / "ablation"

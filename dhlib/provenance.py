@@ -48,13 +48,15 @@ def run_info(profile, command: str) -> dict:
             "host": platform.node(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
-def record_run_info(run_dir, profile, command: str | None = None, resume: bool = False) -> dict:
-    """Write ``run_dir/run_info.json``. A resumed run (``resume`` and a checkpoint to resume from)
+def record_run_info(run_dir, profile, command: str | None = None, resume: bool = False,
+                    name: str = "run_info.json", checkpoint: str = "checkpoint.pt") -> dict:
+    """Write ``run_dir/<name>``. A resumed run (``resume`` and a ``checkpoint`` to resume from)
     keeps the one written when it started, since that is the command to reproduce it, and adds
-    where it was resumed and with which commit."""
-    path = Path(run_dir) / "run_info.json"
+    where it was resumed and with which commit. (The flow's pre-training shares its run folder
+    with the segmenter's, so it keeps its own ``flow_run_info.json`` beside its checkpoint.)"""
+    path = Path(run_dir) / name
     command = command or "python -m dhlib " + " ".join(sys.argv[1:])
-    checkpoint = Path(run_dir) / "checkpoint.pt"
+    checkpoint = Path(run_dir) / checkpoint
     if resume and path.exists() and checkpoint.exists():  # the origin stays; each resume is listed
         info = json.loads(path.read_text())
         step = torch.load(checkpoint, map_location="cpu", weights_only=True)["step"]

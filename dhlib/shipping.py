@@ -6,6 +6,8 @@ re-evaluates the shipped weights can hold them to the card.
 * ``quick-closed-set`` comes from the pretraining run (``pretrain_dir``). A closed-set
   segmenter has no OOD head, so the never-trained ``logits_ood`` tensors are left out of the
   file: it loads as a one-head checkpoint, like NVIDIA's, and fine-tuning starts that head fresh.
+* ``quick-flow`` comes from the flow's pre-training run (``runs_dir`` of ``train-flow``); its card
+  holds the held-out bits/dim of the file as stored.
 * ``quick-densehybrid`` comes from the fine-tuning run (``runs_dir``). Its card also holds the
   threshold that ``python -m dhlib score`` flags pixels at: the hybrid score at 95 % TPR on
   held-out anomaly scenes that the test tree does not contain.
@@ -70,6 +72,39 @@ def ship_closed_set(profile) -> dict:
     return shipped.write_file_and_card(weights, state, card | {"metrics": metrics})
 
 
+def flow_bits_per_dim(flow, profile) -> float:
+    """Held-out bits/dim on the val crops that ``train-flow`` reports (the same fixed crops)."""
+    from .data.cityscapes import CityscapesSegmentation
+    from .flows.pretrain import fixed_crops, held_out_bits_per_dim
+    val = CityscapesSegmentation(profile.path("cityscapes_root"), "val")
+    return held_out_bits_per_dim(flow.eval(), fixed_crops(val, profile.flow_val_crops, profile.flow_crop))
+
+
+def ship_flow(profile) -> dict:
+    """``weights/quick-flow.pt`` and its card (held-out bits/dim) from the flow's pre-training run."""
+    from .flows import build_flow
+    run_dir = profile.path("runs_dir")
+    needed = [run_dir / name for name in ("flow.pt", "flow_run_info.json", "flow_log.jsonl", "flow_summary.json")]
+    if missing := [p.name for p in needed if not p.is_file()]:
+        raise FileNotFoundError(f"{run_dir} is not a finished flow pre-training (missing: {', '.join(missing)}); "
+                                "run `python -m dhlib train-flow` with the same settings first")
+    summary = json.loads((run_dir / "flow_summary.json").read_text())
+    record = json.loads((run_dir / "flow_run_info.json").read_text()) | {
+        "steps": summary["steps"], "wall_time_s": wall_time_from_log(run_dir / "flow_log.jsonl")}
+    state = torch.load(run_dir / "flow.pt", map_location="cpu", weights_only=True)
+    weights = shipped.get("quick-flow")
+    card = {"produced_by": "make flow", "run": record}
+    shipped.write_file_and_card(weights, state, card)
+    flow = build_flow(profile)
+    flow.load_state_dict(weights.state_dict())
+    metrics = {"val_bits_per_dim": round(flow_bits_per_dim(flow, profile), 4),
+               "val_bits_per_dim_float32": summary["val_bits_per_dim"],
+               "val_crops": f"{profile.flow_val_crops} fixed {profile.flow_crop}×{profile.flow_crop} crops of "
+                            f"the SynthCity val split (flows.pretrain.fixed_crops)",
+               "parameters": summary["parameters"]}
+    return shipped.write_file_and_card(weights, state, card | {"metrics": metrics})
+
+
 def ship_densehybrid(profile) -> dict:
     """``weights/quick-densehybrid.pt`` and its card (metrics, score threshold) from the fine-tuning run."""
     from .data import Fishyscapes
@@ -103,4 +138,4 @@ def ship_densehybrid(profile) -> dict:
     return shipped.write_file_and_card(weights, state, card | {"metrics": metrics, "threshold": threshold})
 
 
-SHIP = {"quick-closed-set": ship_closed_set, "quick-densehybrid": ship_densehybrid}
+SHIP = {"quick-closed-set": ship_closed_set, "quick-flow": ship_flow, "quick-densehybrid": ship_densehybrid}

@@ -151,12 +151,30 @@ def optimiser_groups(model, fresh: list, lr: float, fresh_lr_mult: float) -> lis
     return [g for g in groups if g["params"]]
 
 
-def initial_flow(profile, crops, run_dir: Path, device, rank: int):
-    """The flow of the joint phase: pre-trained (``run_dir/flow.pt``) or fresh."""
+def resolve_flow_init(profile) -> tuple[Path | None, str | None]:
+    """``flow_init`` as ``(path, sha256 or None)``; ``(None, None)`` when the run pre-trains its
+    own flow (``runs_dir/flow.pt``). A registered name is hash-checked; a path must exist."""
+    from .models import weights
+    if profile.flow_init in weights.REGISTRY:
+        return weights.resolve(profile.flow_init)
+    path = _checkpoint_path(profile.flow_init)
+    if path is None:
+        return None, None
+    if not path.is_file():
+        raise InitCheckpointError(
+            f"flow_init {path} does not exist. Name a shipped flow ({', '.join(weights.REGISTRY)}), a flow "
+            "state_dict written by `python -m dhlib train-flow` (its run folder's flow.pt), or pass "
+            "--set flow_init=none to use this run's own flow.pt (run train-flow first).")
+    return path, weights.sha256(path)
+
+
+def initial_flow(profile, crops, pretrained: Path, device, rank: int):
+    """The flow of the joint phase: the ``pretrained`` state_dict when it exists, else fresh."""
     flow = build_flow(profile).to(device)
-    pretrained = run_dir / "flow.pt"
     if pretrained.exists():
-        flow.load_state_dict(torch.load(pretrained, map_location=device, weights_only=True))
+        state = torch.load(pretrained, map_location=device, weights_only=True)
+        # a shipped flow is stored in float16; the flow trains in float32
+        flow.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
         return flow
     if rank == 0:
         print(f"note: {pretrained} not found; the flow starts untrained (run train-flow first)")
@@ -184,9 +202,11 @@ def setup_training(profile, resume: bool = False, steps: int | None = None, prog
     total_steps = steps or profile.train_steps
     # fail early, before any data is read
     init_path, init_sha256 = (resolve_pretrain_init if closed_set else resolve_init_checkpoint)(profile)
+    uses_flow = profile.synthetic_prob > 0 and not closed_set
+    flow_path = (resolve_flow_init(profile)[0] or run_dir / "flow.pt") if uses_flow else None
     crops, negatives, class_weights = training_data(profile, closed_set, device, rank, world, progress)
     model, init = initial_segmenter(profile, device, init_path, init_sha256, reshaped_fresh=closed_set)
-    flow = initial_flow(profile, crops, run_dir, device, rank) if profile.synthetic_prob > 0 and not closed_set else None
+    flow = initial_flow(profile, crops, flow_path, device, rank) if uses_flow else None
     seg_opt = torch.optim.Adam(optimiser_groups(model, init["fresh"], profile.lr, profile.fresh_lr_mult),
                                lr=profile.lr, weight_decay=profile.weight_decay, eps=profile.optimizer_eps)
     restarts = profile.pretrain_restarts if closed_set else ()

@@ -22,7 +22,7 @@ def tiny_profile(tmp_path_factory):
                            ade20k_root=str(root / "ade20k/ADEChallengeData2016"),
                            fishyscapes_root=str(root / "fishyscapes"),
                            figures_dir=str(root / "figures"), crop_size=48,
-                           flow_sample_min_side=8, flow_sample_max_side=24, negative_crop=24, negative_resize=48, init_checkpoint=None,
+                           flow_sample_min_side=8, flow_sample_max_side=24, negative_crop=24, negative_resize=48, init_checkpoint=None, flow_init=None,
                            pretrain_init=None, **TINY)
     synthcity.export(root, profile, workers=1, progress=False)
     return profile

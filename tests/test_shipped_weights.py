@@ -3,7 +3,7 @@
 Each card's metrics are re-measured here on SynthCity regenerated in memory, with metrics
 computed independently of dhlib (numpy bincount, scikit-learn). When the generator or the
 model changes, these tests say that the shipped weights are stale: rebuild them with
-``make pretrain`` / ``make finetune``.
+``make pretrain`` / ``make flow`` / ``make finetune``.
 """
 import numpy as np
 import pytest
@@ -63,6 +63,26 @@ def test_closed_set_weights_match_their_card():
     measured = _val_miou(model)
     assert abs(measured - w.card["metrics"]["val_mIoU"]) <= TOLERANCE, (
         f"val mIoU {measured:.4f} vs card {w.card['metrics']['val_mIoU']:.4f}: stale weights, run `make pretrain`")
+
+
+def test_flow_weights_match_their_card(tmp_path):
+    """The shipped flow's held-out bits/dim, on the val crops its card names, regenerated here."""
+    from dhlib.data.cityscapes import CityscapesSegmentation
+    from dhlib.flows import build_flow
+    from dhlib.flows.pretrain import fixed_crops, held_out_bits_per_dim
+    w = weights.get("quick-flow")
+    # only the val split matters; a scene's pixels depend on its split and index alone
+    profile = load_profile("quick", cityscapes_root=str(tmp_path / "cityscapes"),
+                           ade20k_root=str(tmp_path / "ade20k/ADEChallengeData2016"),
+                           fishyscapes_root=str(tmp_path / "fishyscapes"), synthcity_train=1,
+                           synthcity_negatives=1, synthcity_anomaly_test=1)
+    synthcity.export(tmp_path, profile, workers=1, progress=False)
+    flow = build_flow(PROFILE)
+    flow.load_state_dict(w.state_dict())
+    val = CityscapesSegmentation(profile.cityscapes_root, "val")
+    measured = held_out_bits_per_dim(flow.eval(), fixed_crops(val, PROFILE.flow_val_crops, PROFILE.flow_crop))
+    assert abs(measured - w.card["metrics"]["val_bits_per_dim"]) <= 0.005, (
+        f"{measured:.4f} bits/dim vs card {w.card['metrics']['val_bits_per_dim']:.4f}: stale flow, run `make flow`")
 
 
 def test_densehybrid_weights_match_their_card():

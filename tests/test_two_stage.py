@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from dhlib.config import load_profile
+from dhlib.config import load_profile, parse_override
 from dhlib.models import build_model, weights
 from dhlib.models.checkpoints import CheckpointMismatchError
 from dhlib.train_setup import (InitCheckpointError, initial_segmenter, optimiser_groups, resolve_init_checkpoint,
@@ -317,3 +317,48 @@ def test_a_warm_started_pretraining_starts_where_its_init_run_ended(tiny_profile
     start = weights.get("quick-closed-set").card["run"]["warm_start"]
     assert start["file"] == str(first / "model.pt") and start["sha256"] == weights.sha256(first / "model.pt")
     assert start["run"]["steps"] == 30 and start["run"]["overrides"]["skip_stride"] == 4
+
+
+# --- the shipped pre-trained flow (flow_init) -------------------------------------------------------
+
+TINY_FLOW = ["--set", "flow_levels=2", "--set", "flow_steps=1", "--set", "flow_hidden=8", "--set", "flow_crop=16",
+             "--set", "flow_batch=4", "--set", "flow_val_crops=4"]
+
+
+def test_train_flow_ships_a_card_and_fine_tuning_starts_from_the_shipped_flow(tiny_profile, tmp_path, weights_dir):
+    from dhlib.__main__ import main
+    from dhlib.train_setup import setup_training
+    args = _tiny_args(tiny_profile, tmp_path) + TINY_FLOW + ["--set", f"runs_dir={tmp_path / 'flow'}"]
+    main(["train-flow", *args, "--set", "flow_pretrain_steps=4", "--set", "flow_init=none"])
+    info = json.loads((tmp_path / "flow" / "flow_run_info.json").read_text())
+    assert info["command"].startswith("python -m dhlib train-flow") and info["seed"] == 0
+
+    main(["ship-weights", "quick-flow", *args])
+    w = weights.get("quick-flow")
+    card = w.card
+    assert card["run"]["steps"] == 4 and card["stage"] == "flow" and card["dtype"] == "float16"
+    assert card["sha256"] == weights.sha256(w.path) and card["size_bytes"] == w.path.stat().st_size
+    # float16 storage moves the held-out bits/dim only a little from the float32 run's
+    summary = json.loads((tmp_path / "flow" / "flow_summary.json").read_text())
+    assert card["metrics"]["val_bits_per_dim"] == pytest.approx(summary["val_bits_per_dim"], abs=0.05)
+    assert card["metrics"]["val_bits_per_dim_float32"] == summary["val_bits_per_dim"]
+
+    run_dir = tmp_path / "fine"
+    fields = [*_tiny_args(tiny_profile, tmp_path)[1::2], *TINY_FLOW[1::2], "synthetic_prob=1", "init_checkpoint=none",
+              "flow_init=quick-flow", f"runs_dir={run_dir}", "device=cpu"]
+    profile = load_profile("quick", **dict(parse_override(text) for text in fields))
+    setup = setup_training(profile, progress=False)
+    shipped = w.state_dict()
+    assert all(torch.equal(setup.flow.state_dict()[k], shipped[k]) for k in shipped)
+    assert not (run_dir / "flow.pt").exists()   # nothing was pre-trained in the run folder
+
+
+def test_flow_init_errors_name_the_way_out(tmp_path, weights_dir):
+    from dhlib.train_setup import resolve_flow_init
+    assert resolve_flow_init(load_profile("quick", flow_init="none")) == (None, None)
+    assert resolve_flow_init(load_profile("quick", flow_init=None)) == (None, None)
+    assert load_profile("paper").flow_init is None          # the paper tier pre-trains its own flow
+    with pytest.raises(InitCheckpointError, match="flow_init=none"):
+        resolve_flow_init(load_profile("quick", flow_init=str(tmp_path / "nope.pt")))
+    with pytest.raises(weights.WeightsError, match="make flow"):  # registered, but no file in weights/
+        resolve_flow_init(load_profile("quick"))

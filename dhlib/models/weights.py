@@ -7,10 +7,12 @@ truncated download, a Git LFS pointer or a file from another run never loads sil
 
 * ``quick-closed-set``: stage 1 of the quick tier, the closed-set segmenter trained by
   ``python -m dhlib pretrain`` (the quick counterpart of NVIDIA's Cityscapes checkpoint);
-* ``quick-densehybrid``: stage 2, DenseHybrid fine-tuned from it by ``python -m dhlib train``;
+* ``quick-flow``: the normalizing flow pre-trained on inlier crops by ``python -m dhlib
+  train-flow``, which stage 2 starts its joint phase from (the profile's ``flow_init``);
+* ``quick-densehybrid``: stage 2, DenseHybrid fine-tuned from both by ``python -m dhlib train``;
   its card also holds the ``score`` threshold and the split that calibrated it.
 
-``make pretrain`` and ``make finetune`` rebuild them; ``python -m dhlib ship-weights NAME``
+``make pretrain``, ``make flow`` and ``make finetune`` rebuild them; ``python -m dhlib ship-weights NAME``
 turns a finished run into the shipped file and its card.
 """
 from __future__ import annotations
@@ -52,7 +54,7 @@ class Weights:
 
     name: str
     profile: str      # the profile whose model the file fits
-    stage: str        # 'closed-set' (stage 1) or 'densehybrid' (stage 2)
+    stage: str        # 'closed-set' (stage 1), 'flow' (its flow) or 'densehybrid' (stage 2)
     make_target: str  # the make target that rebuilds it
 
     @property
@@ -103,6 +105,7 @@ class Weights:
 
 REGISTRY = {w.name: w for w in (
     Weights("quick-closed-set", profile="quick", stage="closed-set", make_target="pretrain"),
+    Weights("quick-flow", profile="quick", stage="flow", make_target="flow"),
     Weights("quick-densehybrid", profile="quick", stage="densehybrid", make_target="finetune"),
 )}
 
