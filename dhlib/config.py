@@ -122,7 +122,7 @@ class Profile:
 
     # --- segmenter training ------------------------------------------------------------
     # quick: sized so that `make demo` fits its time budget on a 2-core laptop.
-    train_steps: int = 900
+    train_steps: int = 1300
     lr: float = 5e-4              # Adam, fine-tuning the closed-set segmenter
     # 'poly': lr·(1 − step/steps)^0.9, as DeepLab; 'constant': the released DenseHybrid
     # script, whose lr_min equals its lr so that its cosine schedule never moves.
