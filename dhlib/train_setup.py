@@ -41,39 +41,38 @@ def _checkpoint_path(name) -> Path | None:
     return path if path.is_absolute() else project_root() / path
 
 
-def resolve_init_checkpoint(profile) -> tuple[Path | None, str | None]:
-    """``init_checkpoint`` as ``(path, sha256 or None)``; ``(None, None)`` for random weights.
-
-    A registered name (``dhlib.models.weights``) is hash-checked; a path is taken as it is.
-    """
+def _resolve_file(value, missing) -> tuple[Path | None, str | None]:
+    """A file field's value as ``(path, sha256)``; ``(None, None)`` for 'none'. A registered name
+    (``dhlib.models.weights``) is hash-checked against its card; a path must exist, or
+    ``missing(path)`` says what to do instead."""
     from .models import weights
-    name = profile.init_checkpoint
-    if name in weights.REGISTRY:
-        return weights.resolve(name)
-    path = _checkpoint_path(name)
+    if value in weights.REGISTRY:
+        return weights.resolve(value)
+    path = _checkpoint_path(value)
     if path is None:
         return None, None
     if not path.is_file():
-        hint = NVIDIA_HINT if path.name == NVIDIA_CHECKPOINT else (
-            f"shipped names: {', '.join(weights.REGISTRY)}")
-        raise InitCheckpointError(
-            f"init_checkpoint {path} does not exist. DenseHybrid fine-tunes a segmenter trained on the "
-            f"inlier classes: {hint}. To train from random weights instead, pass --set init_checkpoint=none.")
+        raise InitCheckpointError(missing(path))
     return path, weights.sha256(path)
+
+
+def resolve_init_checkpoint(profile) -> tuple[Path | None, str | None]:
+    """``init_checkpoint`` as ``(path, sha256)``; ``(None, None)`` for random weights."""
+    from .models import weights
+
+    def missing(path):
+        hint = NVIDIA_HINT if path.name == NVIDIA_CHECKPOINT else f"shipped names: {', '.join(weights.REGISTRY)}"
+        return (f"init_checkpoint {path} does not exist. DenseHybrid fine-tunes a segmenter trained on the "
+                f"inlier classes: {hint}. To train from random weights instead, pass --set init_checkpoint=none.")
+    return _resolve_file(profile.init_checkpoint, missing)
 
 
 def resolve_pretrain_init(profile) -> tuple[Path | None, str | None]:
     """``pretrain_init`` as ``(path, sha256)``; ``(None, None)`` for a pretraining from scratch."""
-    from .models import weights
-    path = _checkpoint_path(profile.pretrain_init)
-    if path is None:
-        return None, None
-    if not path.is_file():
-        raise InitCheckpointError(
-            f"pretrain_init {path} does not exist. This pretraining continues the closed-set run that "
-            "writes it: `make pretrain` trains that run first (see the Makefile). To pretrain from random "
-            "weights instead, pass --set pretrain_init=none.")
-    return path, weights.sha256(path)
+    return _resolve_file(profile.pretrain_init, lambda path: (
+        f"pretrain_init {path} does not exist. This pretraining continues the closed-set run that "
+        "writes it: `make pretrain` trains that run first (see the Makefile). To pretrain from random "
+        "weights instead, pass --set pretrain_init=none."))
 
 
 NVIDIA_CHECKPOINT = "cityscapes_cv0_wideresnet38_nosdcaug.pth"
@@ -152,20 +151,13 @@ def optimiser_groups(model, fresh: list, lr: float, fresh_lr_mult: float) -> lis
 
 
 def resolve_flow_init(profile) -> tuple[Path | None, str | None]:
-    """``flow_init`` as ``(path, sha256 or None)``; ``(None, None)`` when the run pre-trains its
-    own flow (``runs_dir/flow.pt``). A registered name is hash-checked; a path must exist."""
+    """``flow_init`` as ``(path, sha256)``; ``(None, None)`` when the run pre-trains its own flow
+    (``runs_dir/flow.pt``)."""
     from .models import weights
-    if profile.flow_init in weights.REGISTRY:
-        return weights.resolve(profile.flow_init)
-    path = _checkpoint_path(profile.flow_init)
-    if path is None:
-        return None, None
-    if not path.is_file():
-        raise InitCheckpointError(
-            f"flow_init {path} does not exist. Name a shipped flow ({', '.join(weights.REGISTRY)}), a flow "
-            "state_dict written by `python -m dhlib train-flow` (its run folder's flow.pt), or pass "
-            "--set flow_init=none to use this run's own flow.pt (run train-flow first).")
-    return path, weights.sha256(path)
+    return _resolve_file(profile.flow_init, lambda path: (
+        f"flow_init {path} does not exist. Name a shipped flow ({', '.join(weights.REGISTRY)}), a flow "
+        "state_dict written by `python -m dhlib train-flow` (its run folder's flow.pt), or pass "
+        "--set flow_init=none to use this run's own flow.pt (run train-flow first)."))
 
 
 def initial_flow(profile, crops, pretrained: Path, device, rank: int):
