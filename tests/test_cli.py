@@ -52,7 +52,7 @@ TINY_TRAINING = {"synthcity_height": 64, "synthcity_width": 128, "synthcity_trai
                  "flow_sample_min_side": 8, "flow_sample_max_side": 24, "negative_crop": 24, "negative_resize": 48, "batch_size": 2, "flow_levels": 2,
                  "flow_steps": 1, "flow_hidden": 8, "flow_crop": 16, "flow_batch": 4, "flow_pretrain_steps": 3,
                  "flow_val_crops": 4, "small_widths": "8,8,8,8,8", "aspp_dim": 8, "fine_dim": 4,
-                 "train_steps": 3, "checkpoint_every": 2, "init_checkpoint": "none"}
+                 "train_steps": 3, "checkpoint_every": 2, "init_checkpoint": "none", "flow_init": "none"}
 
 
 def test_ablate_writes_a_table_and_reuses_finished_variants(tiny_profile, tmp_path, capsys):

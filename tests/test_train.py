@@ -17,7 +17,7 @@ def _args(profile, run_dir, steps):
                 "synthcity_train": 6, "synthcity_val": 4, "synthcity_negatives": 8, "synthcity_anomaly_test": 4,
                 "crop_size": 48, "flow_sample_min_side": 8, "flow_sample_max_side": 24, "negative_crop": 24, "negative_resize": 48, "batch_size": 2,
                 "flow_levels": 2, "flow_steps": 1, "flow_hidden": 8, "small_widths": "8,8,8,8,8",
-                "aspp_dim": 8, "fine_dim": 4, "train_steps": steps, "checkpoint_every": 5, "init_checkpoint": "none",
+                "aspp_dim": 8, "fine_dim": 4, "train_steps": steps, "checkpoint_every": 5, "init_checkpoint": "none", "flow_init": "none",
                 "num_workers": 2,  # worker processes must not change a single number
                 "runs_dir": str(run_dir)}
     for key, value in settings.items():
@@ -91,7 +91,7 @@ def test_ddp_with_gloo_keeps_ranks_identical(tiny_profile, tmp_path):
                 "synthcity_width": 128, "synthcity_train": 6, "synthcity_val": 4, "synthcity_negatives": 8,
                 "synthcity_anomaly_test": 4, "crop_size": 48, "flow_sample_min_side": 8, "flow_sample_max_side": 24, "negative_crop": 24, "negative_resize": 48,
                 "batch_size": 2, "flow_levels": 2, "flow_steps": 1, "flow_hidden": 8,
-                "small_widths": [8, 8, 8, 8, 8], "aspp_dim": 8, "fine_dim": 4, "train_steps": 4, "flow_every": 2, "init_checkpoint": None,
+                "small_widths": [8, 8, 8, 8, 8], "aspp_dim": 8, "fine_dim": 4, "train_steps": 4, "flow_every": 2, "init_checkpoint": None, "flow_init": None,
                 "num_workers": 1,
                 "checkpoint_every": 2, "runs_dir": str(tmp_path / "ddp"), "device": "cpu"}
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
@@ -146,7 +146,7 @@ def _joint_profile(tiny_profile, run_dir, **overrides):
                 "synthcity_anomaly_test": 4, "crop_size": 48, "flow_sample_min_side": 8,
                 "flow_sample_max_side": 24, "negative_crop": 24, "negative_resize": 48, "batch_size": 2,
                 "flow_levels": 2, "flow_steps": 1, "flow_hidden": 8, "small_widths": (8, 8, 8, 8, 8),
-                "aspp_dim": 8, "fine_dim": 4, "init_checkpoint": None, "pretrain_init": None, "checkpoint_every": 3,
+                "aspp_dim": 8, "fine_dim": 4, "init_checkpoint": None, "flow_init": None, "pretrain_init": None, "checkpoint_every": 3,
                 "flow_update": "joint", "synthetic_prob": 1.0, "runs_dir": str(run_dir), "device": "cpu",
                 "lr_schedule": "constant"}  # so that a 3-step run is the first half of a 6-step one
     return load_profile("quick", **(settings | overrides))
