@@ -1,11 +1,19 @@
-"""Trainer step time of the quick profile, by number of DataLoader workers.
+"""Trainer step time of the quick profile: float32 against mixed precision, the decode cache,
+DataLoader workers.
 
-Times ``next_batch`` + ``segmenter_step`` of the real trainer (quick profile, fine-tuning from
-the shipped closed-set weights, b = 0 so that the flow does not enter) and prints, for each
-``num_workers``, steps/s, the mean time spent waiting for a batch and the ratio to the first
-setting. Each setting runs in its own process, so the workers' start-up and memory are its own.
+Times the demo's own loop body (``next_batch``, ``segmenter_step`` and, every ``flow_every``
+steps, ``flow_step``; quick profile, fine-tuning from the shipped closed-set weights and flow)
+and prints, for each setting, steps/s, the mean time spent waiting for a batch and the ratio
+to the first setting. Each setting runs in its own process, so the workers' start-up and memory
+are its own.
 
-Run: ``python benchmarks/bench_train_step.py [--workers 0 1 2] [--steps 60] [--threads 2]``.
+Settings are ``precision/cache/workers``: ``fp32`` or ``amp`` (bf16 where this CPU has it,
+``devices.mixed_precision_dtype``), ``cache`` or ``nocache`` (decoded scenes kept in memory; a
+cached setting reads every scene once before timing, the steady state of every epoch after
+the first), and the number of DataLoader workers (the cache is used only without workers).
+
+Run: ``python benchmarks/bench_train_step.py [--settings fp32/nocache/0 amp/cache/0] [--steps 48]
+[--threads 2]``.
 """
 from __future__ import annotations
 
@@ -15,17 +23,26 @@ import multiprocessing as mp
 import tempfile
 import time
 
+DEFAULT_SETTINGS = ["fp32/nocache/0", "amp/nocache/0", "amp/cache/0", "amp/nocache/1"]
 
-def _measure(workers: int, steps: int, threads: int, queue):
+
+def _measure(setting: str, steps: int, threads: int, queue):
     import torch
 
+    from dhlib import train_data
     from dhlib.config import load_profile
-    from dhlib.train import next_batch, segmenter_step, setup_training
+    from dhlib.train import flow_step, next_batch, segmenter_step, setup_training
+    precision, cache, workers = setting.split("/")
     torch.set_num_threads(threads)
+    if cache != "cache":
+        train_data.TRAINING_CACHE_BYTES = 0
     with tempfile.TemporaryDirectory() as run_dir:
-        profile = load_profile("quick", num_workers=workers, synthetic_prob=0.0, runs_dir=run_dir,
+        profile = load_profile("quick", num_workers=int(workers), amp=precision == "amp", runs_dir=run_dir,
                                train_steps=steps + 5)
         setup = setup_training(profile, progress=False)
+        for dataset in (setup.crops.dataset, setup.negatives) if cache == "cache" else ():
+            for index in range(len(dataset)):  # the first epoch fills the cache
+                dataset[index]
         waited = 0.0
         for step in range(steps + 5):
             if step == 5:  # after warm-up: the workers' start and the first allocations
@@ -34,28 +51,32 @@ def _measure(workers: int, steps: int, threads: int, queue):
             images, targets = next_batch(setup)
             waited += time.perf_counter() - before
             segmenter_step(setup, images, targets)
+            if (setup.step + 1) % profile.flow_every == 0:
+                flow_step(setup, images, targets)
             setup.step += 1
         elapsed = time.perf_counter() - start
-    queue.put({"workers": workers, "steps_per_s": steps / elapsed, "wait_ms": 1000 * waited / steps})
+    queue.put({"setting": setting, "precision": str(setup.amp_dtype or torch.float32).removeprefix("torch."),
+               "steps_per_s": steps / elapsed, "wait_ms": 1000 * waited / steps})
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--settings", nargs="+", default=DEFAULT_SETTINGS)
+    parser.add_argument("--steps", type=int, default=48)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     rows = []
-    for workers in args.workers:
+    for setting in args.settings:
         queue = mp.get_context("spawn").Queue()
-        proc = mp.get_context("spawn").Process(target=_measure, args=(workers, args.steps, args.threads, queue))
+        proc = mp.get_context("spawn").Process(target=_measure, args=(setting, args.steps, args.threads, queue))
         proc.start()
         rows.append(queue.get())
         proc.join()
     base = rows[0]["steps_per_s"]
-    print(f"{'num_workers':>12s}{'steps/s':>10s}{'batch wait (ms)':>17s}{'ratio':>8s}")
+    print(f"{'setting':>16s}{'computes in':>13s}{'steps/s':>10s}{'s/step':>9s}{'batch wait (ms)':>17s}{'ratio':>8s}")
     for r in rows:
-        print(f"{r['workers']:12d}{r['steps_per_s']:10.2f}{r['wait_ms']:17.1f}{r['steps_per_s'] / base:8.2f}")
+        print(f"{r['setting']:>16s}{r['precision']:>13s}{r['steps_per_s']:10.2f}{1 / r['steps_per_s']:9.3f}"
+              f"{r['wait_ms']:17.1f}{r['steps_per_s'] / base:8.2f}")
     print(json.dumps(rows))
 
 

@@ -196,7 +196,7 @@ def demo(profile: Profile, command: str | None = None) -> dict:
     from .devices import select_device
     from .evaluation import evaluate_checkpoint, format_results, summary
     from .models import build_model
-    from .provenance import record_run_info
+    from .provenance import record_run_info, training_precision
     from .train import train, validation_miou
     from .train_setup import resolve_flow_init, resolve_init_checkpoint
     start = time.perf_counter()
@@ -221,10 +221,11 @@ def demo(profile: Profile, command: str | None = None) -> dict:
                "init_checkpoint": {"path": str(init_path) if init_path else None, "sha256": init_sha},
                "flow_init": {"path": str(flow_path) if flow_path else None, "sha256": flow_sha},
                "mIoU_init": miou_init, "mIoU": miou, **summary(evaluation.results),
-               "train_steps": trained["steps"], "flow_steps_skipped": trained["flow_steps_skipped"]}
+               "train_steps": trained["steps"], "train_time_s": trained["train_time_s"],
+               "precision": training_precision(profile), "flow_steps_skipped": trained["flow_steps_skipped"]}
     atomic_write_text(json.dumps(results, indent=2), run_dir / "results.json")
     before = f" (before fine-tuning {100 * miou_init:.2f})" if miou_init is not None else " (from random weights)"
-    print(f"\nDenseHybrid Lab demo ({profile.name}): {trained['steps']} training steps "
+    print(f"\nDenseHybrid Lab demo ({profile.name}): {trained['steps']} training steps in {results['precision']} "
           f"({trained['flow_steps_skipped']} non-finite flow steps skipped), val mIoU {100 * miou:.2f}{before}")
     print(format_results(evaluation.results))
     print(f"wall time {wall:.0f} s, peak memory {peak_memory_mb():.0f} MB; "

@@ -153,7 +153,10 @@ class Profile:
     # building flags the rare inlier classes (wall, fence, sign) as "out". False: the papers' L_cla.
     ood_class_balance: bool = False
     checkpoint_every: int = 250
-    amp: bool = True              # mixed precision on CUDA (bf16 where supported, else fp16 + GradScaler)
+    # Mixed precision in training steps: bf16 on GPUs that support it (else fp16 with a
+    # GradScaler) and on CPUs with bf16 in hardware (devices.mixed_precision_dtype); float32
+    # elsewhere. Evaluation always computes in float32.
+    amp: bool = True
     compile: bool = False         # torch.compile the segmenter
 
     # --- negative pasting (negatives.py follows the released code's cut) -----------------

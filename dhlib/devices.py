@@ -37,3 +37,23 @@ def select_device(requested: str = "auto", rank: int = 0) -> torch.device:
     if requested.startswith("cuda:"):
         return torch.device(requested)
     return torch.device("cuda", rank % torch.cuda.device_count())
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AMX tiles or AVX512-BF16). Elsewhere
+    oneDNN emulates bf16, which is slower than float32, so mixed precision would cost time."""
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(cpu, name, lambda: False)() for name in checks)
+
+
+def mixed_precision_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a training step on ``device``, or None for float32.
+
+    CUDA: bf16 where the GPU supports it, else fp16 (with a GradScaler). CPU: bf16 where the
+    CPU has it natively; autocast keeps the losses, softmax and normalisation in float32."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
+    return None

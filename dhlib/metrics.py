@@ -166,8 +166,40 @@ class StreamingOODMetrics:
             raise ValueError("bits must be between 10 and 24")
         self.bits, self.ignore_index = bits, ignore_index
         self.center, self.scale = center, scale
-        self.pos = np.zeros(2 ** bits, np.int64)
-        self.neg = np.zeros(2 ** bits, np.int64)
+        self._pos = np.zeros(2 ** bits, np.int64)
+        self._neg = np.zeros(2 ** bits, np.int64)
+        # Bin indices wait here and are counted in one bincount per few million pixels: a
+        # bincount of 2^bits bins per image would spend its time zeroing and adding histograms.
+        self._pending = {True: [], False: []}
+        self._pending_size = 0
+
+    @property
+    def pos(self) -> np.ndarray:
+        """Anomaly pixels per bin."""
+        self._flush()
+        return self._pos
+
+    @pos.setter
+    def pos(self, counts) -> None:  # e.g. histograms summed over processes
+        self._flush()
+        self._pos = np.asarray(counts, np.int64)
+
+    @property
+    def neg(self) -> np.ndarray:
+        """Inlier pixels per bin."""
+        self._flush()
+        return self._neg
+
+    @neg.setter
+    def neg(self, counts) -> None:
+        self._flush()
+        self._neg = np.asarray(counts, np.int64)
+
+    def _flush(self) -> None:
+        for is_pos, hist in ((True, self._pos), (False, self._neg)):
+            if self._pending[is_pos]:
+                hist += np.bincount(np.concatenate(self._pending[is_pos]), minlength=hist.size)
+        self._pending, self._pending_size = {True: [], False: []}, 0
 
     def _bins(self, s: np.ndarray) -> np.ndarray:
         if self.center is None:
@@ -181,15 +213,19 @@ class StreamingOODMetrics:
     def update(self, scores, labels) -> None:
         s, is_pos = _scored_pixels(scores, labels, self.ignore_index)
         bins = self._bins(s)
-        self.pos += np.bincount(bins[is_pos], minlength=self.pos.size)
-        self.neg += np.bincount(bins[~is_pos], minlength=self.neg.size)
+        self._pending[True].append(bins[is_pos])
+        self._pending[False].append(bins[~is_pos])
+        self._pending_size += bins.size
+        if self._pending_size >= 2 ** 22:
+            self._flush()
 
     def merge(self, other: "StreamingOODMetrics") -> "StreamingOODMetrics":
         if other.bits != self.bits or (other.center, other.scale) != (self.center, self.scale):
             raise ValueError("can only merge streaming metrics with the same bits, center and scale "
                              "(pass center= and scale= to every process)")
-        self.pos += other.pos
-        self.neg += other.neg
+        self._flush()
+        self._pos += other.pos
+        self._neg += other.neg
         return self
 
     def state_dict(self) -> dict:

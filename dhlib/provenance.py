@@ -40,10 +40,21 @@ def profile_overrides(profile) -> dict:
             if getattr(profile, f.name) != getattr(base, f.name)}
 
 
+def training_precision(profile) -> str:
+    """The dtype a training step of ``profile`` computes in here: float32, or autocast's dtype."""
+    from .devices import mixed_precision_dtype, select_device
+    try:
+        dtype = mixed_precision_dtype(select_device(profile.device)) if profile.amp else None
+    except (ValueError, RuntimeError):  # a device this machine lacks: the run itself will say so
+        return "unknown"
+    return str(dtype or torch.float32).removeprefix("torch.")
+
+
 def run_info(profile, command: str) -> dict:
     from .config import project_root
     return {"command": command, "profile": profile.name, "overrides": profile_overrides(profile),
             "commit": git_commit(project_root()), "seed": profile.seed, "threads": torch.get_num_threads(),
+            "precision": training_precision(profile),
             "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
             "host": platform.node(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 

@@ -14,6 +14,8 @@ from .data.cityscapes import CityscapesSegmentation
 from .data.transforms import train_transforms
 from .losses import class_balance_weights
 
+TRAINING_CACHE_BYTES = 2 ** 30  # decoded training scenes kept in memory by a run without workers
+
 
 class SeededCrops(torch.utils.data.Dataset):
     """Training crops whose random augmentation is a function of (seed, epoch, index).
@@ -82,11 +84,15 @@ def training_data(profile, closed_set: bool, device, rank: int, world: int, prog
         synthcity.ensure(profile, progress)
     if world > 1:
         torch.distributed.barrier()
+    # In one process, decoding competes with the step for the CPU: keep what was decoded (up to a
+    # budget, so that full-size datasets still stream). Worker processes decode ahead instead.
+    cache = TRAINING_CACHE_BYTES if profile.num_workers == 0 else 0
     crops = SeededCrops(CityscapesSegmentation(profile.path("cityscapes_root"), "train",
                                                train_transforms(profile.crop_size, profile.scale_range,
-                                                                class_uniform=profile.class_uniform)),
+                                                                class_uniform=profile.class_uniform),
+                                               cache_bytes=cache),
                         profile.seed)
-    negatives = None if closed_set else ADE20KNegatives(profile.path("ade20k_root"))
+    negatives = None if closed_set else ADE20KNegatives(profile.path("ade20k_root"), cache_bytes=cache // 4)
     class_weights = None
     if profile.class_balance > 0:
         class_weights = class_balance_weights(train_pixel_counts(crops.dataset, profile.num_classes),

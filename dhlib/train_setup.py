@@ -14,7 +14,7 @@ import torch
 
 from .checkpointing import atomic_save, restore_rng_state, rng_state
 from .config import project_root
-from .devices import select_device
+from .devices import mixed_precision_dtype, select_device
 from .flows import build_flow
 from .models import build_model
 from .train_data import SeededCrops, training_data, training_loader
@@ -211,9 +211,7 @@ def setup_training(profile, resume: bool = False, steps: int | None = None, prog
     if flow is not None:
         flow_opt = torch.optim.Adamax(flow.parameters(), lr=profile.flow_joint_lr, eps=profile.optimizer_eps)
         flow_sched = torch.optim.lr_scheduler.ExponentialLR(flow_opt, gamma=0.9)  # per epoch
-    amp_dtype = None
-    if profile.amp and device.type == "cuda":
-        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    amp_dtype = mixed_precision_dtype(device) if profile.amp else None
     setup = TrainingSetup(profile, device, rank, world, run_dir, total_steps, closed_set, crops, negatives,
                           class_weights, model, model, flow, seg_opt, seg_sched, flow_opt, flow_sched,
                           torch.Generator().manual_seed(profile.seed * 31 + rank), batches_per_epoch, amp_dtype,

@@ -32,6 +32,37 @@ def test_cityscapes_on_synthcity(tiny_profile):
                                    .transpose(2, 0, 1) / 255, atol=1e-6)
 
 
+@pytest.mark.parametrize("make", ["cityscapes", "ade20k"])
+def test_a_decode_cache_changes_no_sample_and_keeps_to_its_budget(tiny_profile, make):
+    from dhlib.data.transforms import train_transforms
+    if make == "cityscapes":
+        def build(cache):
+            return CityscapesSegmentation(tiny_profile.path("cityscapes_root"), "train",
+                                          train_transforms(32, (0.5, 2.0)), cache_bytes=cache)
+        scene = 64 * 128 * 4  # uint8 RGB and train ids
+    else:
+        def build(cache):
+            return ADE20KNegatives(tiny_profile.path("ade20k_root"), cache_bytes=cache)
+        scene = None
+    plain, cached = build(0), build(1 << 30)
+    for index in [0, 1, 0, 2, 1, 0]:  # repeated reads come from the cache, with fresh randomness
+        torch.manual_seed(index)
+        expected = plain[index]
+        torch.manual_seed(index)
+        got = cached[index]
+        for e, g in zip(expected, got):
+            assert e.dtype == g.dtype and torch.equal(e, g)
+        got[0].zero_()  # a caller that writes into its sample leaves the cache as it was
+    assert sorted(cached.cache.items) == [0, 1, 2]
+    if scene:
+        assert cached.cache.used == 3 * scene
+        small = build(scene)  # room for one scene: the first stays, the others are decoded each time
+        for index in [0, 1, 2]:
+            small[index]
+        assert list(small.cache.items) == [0] and small.cache.used == scene
+    assert plain.cache.items == {}
+
+
 def test_cityscapes_on_handmade_tree(handmade_cityscapes):
     ds = CityscapesSegmentation(handmade_cityscapes, "train")
     image, target = ds[0]

@@ -67,9 +67,22 @@ def test_class_balance_weights_follow_median_frequency_balancing(tiny_profile, t
     np.testing.assert_allclose(setup.class_weights.cpu().numpy(), expected, rtol=1e-5)
 
 
-def test_amp_is_a_cuda_only_switch(tiny_profile, tmp_path):
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_amp_on_the_cpu_is_bf16_only_where_the_cpu_has_it(tiny_profile, tmp_path, monkeypatch, native_bf16):
+    from dhlib import devices
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: native_bf16)
     setup = _setup(tiny_profile, tmp_path, amp=True, synthetic_prob=0.0)
-    assert setup.device.type == "cpu" and setup.amp_dtype is None and not setup.scaler.is_enabled()
+    assert setup.device.type == "cpu" and not setup.scaler.is_enabled()  # bf16 needs no loss scaling
+    assert setup.amp_dtype == (torch.bfloat16 if native_bf16 else None)
+    assert _setup(tiny_profile, tmp_path, amp=False, synthetic_prob=0.0).amp_dtype is None
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="reads the CPU flags Linux reports")
+def test_native_bf16_agrees_with_the_cpu_flags():
+    from dhlib.devices import cpu_has_native_bf16
+    flags = set(" ".join(line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                         if line.startswith("flags")).split())
+    assert cpu_has_native_bf16() == bool({"amx_tile", "avx512_bf16"} & flags)
 
 
 class RecordingFlow:

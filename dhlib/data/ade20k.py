@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torchvision import tv_tensors
 
-from .io import check_same_size, read_image, read_label, require_tree
+from .io import DecodedCache, check_same_size, read_image, read_label, require_tree
 from .transforms import eval_transforms
 
 EXPECTED_TREE = """\
@@ -27,7 +27,7 @@ ADE_CLASS_IDS = frozenset(range(151))
 class ADE20KNegatives(torch.utils.data.Dataset):
     """Images as float ``3×H×W`` in [0, 1], class maps as int64 ``H×W`` (0-150)."""
 
-    def __init__(self, root, split: str = "training", transforms=None):
+    def __init__(self, root, split: str = "training", transforms=None, cache_bytes: int = 0):
         if split not in ("training", "validation"):
             raise ValueError(f"split must be 'training' or 'validation', got {split!r}")
         root = require_tree(Path(root), [f"images/{split}", f"annotations/{split}"], EXPECTED_TREE, WHERE)
@@ -37,13 +37,18 @@ class ADE20KNegatives(torch.utils.data.Dataset):
             raise FileNotFoundError(f"no .jpg images in {root / 'images' / split}")
         self.labels = [root / "annotations" / split / f"{p.stem}.png" for p in self.images]
         self.transforms = transforms or eval_transforms()
+        self.cache = DecodedCache(cache_bytes)  # ``cache_bytes``: decoded images kept in memory
 
     def __len__(self):
         return len(self.images)
 
-    def __getitem__(self, index):
+    def decoded(self, index) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image ``index`` as read from disk: uint8 ``3×H×W`` image, uint8 ``H×W`` class map."""
         image = read_image(self.images[index])
         classes = read_label(self.labels[index], ADE_CLASS_IDS, "ADE20K class-id")
         check_same_size(image, classes, self.images[index], self.labels[index])
-        return self.transforms(tv_tensors.Image(image),
-                               tv_tensors.Mask(torch.from_numpy(classes).long()))
+        return image, torch.from_numpy(classes)
+
+    def __getitem__(self, index):
+        image, classes = self.cache.get(index, lambda: self.decoded(index))
+        return self.transforms(tv_tensors.Image(image), tv_tensors.Mask(classes.long()))

@@ -12,7 +12,7 @@ import torch
 import torchvision
 from torchvision import tv_tensors
 
-from .io import check_same_size, read_image, read_label, require_tree
+from .io import DecodedCache, check_same_size, read_image, read_label, require_tree
 from .labels import LABEL_TO_TRAIN, VALID_LABEL_IDS
 from .transforms import eval_transforms
 
@@ -28,7 +28,7 @@ WHERE = ("Get leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip from "
 class CityscapesSegmentation(torch.utils.data.Dataset):
     """Images as float ``3×H×W`` in [0, 1], targets as int64 ``H×W`` train ids (255 = ignore)."""
 
-    def __init__(self, root, split: str = "train", transforms=None):
+    def __init__(self, root, split: str = "train", transforms=None, cache_bytes: int = 0):
         if split not in ("train", "val", "test"):
             raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
         self.root = require_tree(Path(root), [f"leftImg8bit/{split}", f"gtFine/{split}"],
@@ -38,14 +38,20 @@ class CityscapesSegmentation(torch.utils.data.Dataset):
         if len(self.listing) == 0:
             raise FileNotFoundError(f"no *_leftImg8bit.png images under {self.root}/leftImg8bit/{split}")
         self.transforms = transforms or eval_transforms()
+        self.cache = DecodedCache(cache_bytes)  # ``cache_bytes``: decoded scenes kept in memory
 
     def __len__(self):
         return len(self.listing)
 
-    def __getitem__(self, index):
+    def decoded(self, index) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scene ``index`` as read from disk: uint8 ``3×H×W`` image, uint8 ``H×W`` train ids."""
         image_path, label_path = self.listing.images[index], self.listing.targets[index][0]
         image = read_image(image_path)
         label_ids = read_label(label_path, VALID_LABEL_IDS, "Cityscapes label-id")
         check_same_size(image, label_ids, image_path, label_path)
-        target = torch.from_numpy(LABEL_TO_TRAIN[label_ids]).long()
-        return self.transforms(tv_tensors.Image(image), tv_tensors.Mask(target))
+        return image, torch.from_numpy(LABEL_TO_TRAIN[label_ids])
+
+    def __getitem__(self, index):
+        image, train_ids = self.cache.get(index, lambda: self.decoded(index))
+        # .long() copies, and the transforms return new images: the cached tensors stay as read
+        return self.transforms(tv_tensors.Image(image), tv_tensors.Mask(train_ids.long()))

@@ -101,6 +101,28 @@ def check_same_size(image: torch.Tensor, label: np.ndarray | torch.Tensor, image
                          f"{label_path} is {tuple(label.shape[-2:])}; they must match pixel for pixel")
 
 
+class DecodedCache:
+    """Decoded samples kept in memory, up to ``budget_bytes`` (0: none kept).
+
+    A training run reads each scene once per epoch; on a CPU every decode is time taken from
+    the training step, so a dataset small enough keeps what it decoded. Samples past the budget
+    are decoded again on every read. Each DataLoader worker process keeps its own.
+    """
+
+    def __init__(self, budget_bytes: int = 0):
+        self.budget, self.used, self.items = budget_bytes, 0, {}
+
+    def get(self, key, decode):
+        """The cached sample ``key``, or ``decode()``, kept if it fits. Callers must not modify it."""
+        if key in self.items:
+            return self.items[key]
+        sample = decode()
+        size = sum(part.nbytes for part in sample)
+        if self.used + size <= self.budget:
+            self.items[key], self.used = sample, self.used + size
+        return sample
+
+
 def _describe(values) -> str:
     values = sorted(values)
     if len(values) > 6 and values == list(range(values[0], values[-1] + 1)):
