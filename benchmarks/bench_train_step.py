@@ -1,5 +1,5 @@
 """Trainer step time of the quick profile: float32 against mixed precision, the decode cache,
-DataLoader workers.
+flow samples of one shape per step, DataLoader workers.
 
 Times the demo's own loop body (``next_batch``, ``segmenter_step`` and, every ``flow_every``
 steps, ``flow_step``; quick profile, fine-tuning from the shipped closed-set weights and flow)
@@ -7,12 +7,14 @@ and prints, for each setting, steps/s, the mean time spent waiting for a batch a
 to the first setting. Each setting runs in its own process, so the workers' start-up and memory
 are its own.
 
-Settings are ``precision/cache/workers``: ``fp32`` or ``amp`` (bf16 where this CPU has it,
-``devices.mixed_precision_dtype``), ``cache`` or ``nocache`` (decoded scenes kept in memory; a
-cached setting reads every scene once before timing, the steady state of every epoch after
-the first), and the number of DataLoader workers (the cache is used only without workers).
+Settings are ``precision/cache/workers/shapes``: ``fp32`` or ``amp`` (bf16 where this CPU has
+it, ``devices.mixed_precision_dtype``); ``cache`` or ``nocache`` (decoded scenes kept in memory;
+a cached setting reads every scene once before timing, the steady state of every epoch after
+the first); the number of DataLoader workers (the cache is used only without workers); and
+``shared`` or ``each`` (``flow_shape_per_step``: a step's flow samples share one shape and one
+batched pass of the flow, or each has its own).
 
-Run: ``python benchmarks/bench_train_step.py [--settings fp32/nocache/0 amp/cache/0] [--steps 48]
+Run: ``python benchmarks/bench_train_step.py [--settings fp32/nocache/0/each amp/cache/0/shared] [--steps 48]
 [--threads 2]``.
 """
 from __future__ import annotations
@@ -23,7 +25,8 @@ import multiprocessing as mp
 import tempfile
 import time
 
-DEFAULT_SETTINGS = ["fp32/nocache/0", "amp/nocache/0", "amp/cache/0", "amp/nocache/1"]
+DEFAULT_SETTINGS = ["fp32/nocache/0/each", "amp/nocache/0/each", "amp/cache/0/each", "amp/cache/0/shared",
+                    "amp/nocache/1/shared"]
 
 
 def _measure(setting: str, steps: int, threads: int, queue):
@@ -32,13 +35,13 @@ def _measure(setting: str, steps: int, threads: int, queue):
     from dhlib import train_data
     from dhlib.config import load_profile
     from dhlib.train import flow_step, next_batch, segmenter_step, setup_training
-    precision, cache, workers = setting.split("/")
+    precision, cache, workers, shapes = setting.split("/")
     torch.set_num_threads(threads)
     if cache != "cache":
         train_data.TRAINING_CACHE_BYTES = 0
     with tempfile.TemporaryDirectory() as run_dir:
         profile = load_profile("quick", num_workers=int(workers), amp=precision == "amp", runs_dir=run_dir,
-                               train_steps=steps + 5)
+                               flow_shape_per_step=shapes == "shared", train_steps=steps + 5)
         setup = setup_training(profile, progress=False)
         for dataset in (setup.crops.dataset, setup.negatives) if cache == "cache" else ():
             for index in range(len(dataset)):  # the first epoch fills the cache
@@ -73,9 +76,9 @@ def main(argv=None):
         rows.append(queue.get())
         proc.join()
     base = rows[0]["steps_per_s"]
-    print(f"{'setting':>16s}{'computes in':>13s}{'steps/s':>10s}{'s/step':>9s}{'batch wait (ms)':>17s}{'ratio':>8s}")
+    print(f"{'setting':>22s}{'computes in':>13s}{'steps/s':>10s}{'s/step':>9s}{'batch wait (ms)':>17s}{'ratio':>8s}")
     for r in rows:
-        print(f"{r['setting']:>16s}{r['precision']:>13s}{r['steps_per_s']:10.2f}{1 / r['steps_per_s']:9.3f}"
+        print(f"{r['setting']:>22s}{r['precision']:>13s}{r['steps_per_s']:10.2f}{1 / r['steps_per_s']:9.3f}"
               f"{r['wait_ms']:17.1f}{r['steps_per_s'] / base:8.2f}")
     print(json.dumps(rows))
 

@@ -29,6 +29,14 @@ from .scores import SCORES
 TABLE_METRICS = ("AP", "AUROC", "FPR95")
 
 
+def predicted_classes(seg_logits: torch.Tensor) -> torch.Tensor:
+    """The closed-set prediction ``argmax_k s_k(x)`` of ``K×H×W`` logits, as an ``H×W`` map.
+
+    ``max(0).indices`` is ``argmax(0)``, the first maximum on ties too; on a CPU it is several
+    times faster at reducing over the outermost of three dimensions."""
+    return seg_logits.max(0).indices
+
+
 class PixelSample:
     """A few random pixels per class and image, per score: enough for a histogram of each
     score's inlier and anomaly values without keeping every pixel."""
@@ -72,7 +80,7 @@ class CalibratedOpenSet:
         if self.confusion is None:
             tau = threshold_at_tpr(torch.cat(self.scores), torch.cat(self.labels))
             self.confusion = OpenSetConfusion(seg_logits.shape[1], tau)
-        self.confusion.update(seg_logits[0].argmax(0), hybrid, semantic_target, label)
+        self.confusion.update(predicted_classes(seg_logits[0]), hybrid, semantic_target, label)
 
     def compute(self) -> dict | None:
         if self.confusion is None:  # every image went to calibration
@@ -129,7 +137,7 @@ class THKLOODEvaluation:
         if acc["open_set"] is not None:
             acc["open_set"].update(seg, maps["hybrid"], self.dataset.semantic_target(i), label)
         if len(acc["kept"]) < self.keep_maps:
-            acc["kept"].append({"image": image, "label": label, "prediction": seg[0].argmax(0),
+            acc["kept"].append({"image": image, "label": label, "prediction": predicted_classes(seg[0]),
                                 "confidence": torch.softmax(seg[0], 0).amax(0), "maps": maps})
 
     @torch.no_grad()
@@ -240,7 +248,7 @@ def closed_set_confusion(model, dataset, num_classes: int) -> np.ndarray | int:
     for i in range(len(dataset)):
         image, target = dataset[i]
         seg, _ = model(image[None].to(device))
-        total = total + confusion_matrix(seg[0].argmax(0).cpu(), target, num_classes)
+        total = total + confusion_matrix(predicted_classes(seg[0]).cpu(), target, num_classes)
     return total
 
 

@@ -78,3 +78,13 @@ def test_evaluate_command_passes_the_track(monkeypatch):
     assert seen["track"] == "anomaly"
     with pytest.raises(SystemExit):
         main(["evaluate", "--checkpoint", "model.pt", "--track", "road"])
+
+
+def test_predicted_classes_is_numpys_argmax_with_ties():
+    from dhlib.evaluation import predicted_classes
+    rng = np.random.default_rng(0)
+    logits = rng.integers(0, 3, size=(19, 33, 65)).astype(np.float32)  # many tied maxima
+    logits[:, 0, 0] = 1.0  # every class tied: the first wins
+    got = predicted_classes(torch.from_numpy(logits)).numpy()
+    np.testing.assert_array_equal(got, np.argmax(logits, axis=0))
+    assert got[0, 0] == 0
