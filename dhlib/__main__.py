@@ -78,7 +78,8 @@ def train_flow(profile: Profile, resume: bool = False, command: str | None = Non
     from .provenance import record_run_info
     run_dir = profile.path("runs_dir")
     run_dir.mkdir(parents=True, exist_ok=True)
-    record_run_info(run_dir, profile, command, resume, name="flow_run_info.json", checkpoint="flow_checkpoint.pt")
+    record_run_info(run_dir, profile, command, resume, name="flow_run_info.json", checkpoint="flow_checkpoint.pt",
+                    precision="float32")  # the flow never trains under autocast
     summary = pretrain_flow(profile, resume=resume)
     print(f"flow: {summary['val_bits_per_dim']:.3f} bits/dim on held-out {profile.flow_crop}×"
           f"{profile.flow_crop} val crops (uniform model: 8.000) after {summary['steps']} steps, "

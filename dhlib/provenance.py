@@ -50,33 +50,35 @@ def training_precision(profile) -> str:
     return str(dtype or torch.float32).removeprefix("torch.")
 
 
-def run_info(profile, command: str) -> dict:
+def run_info(profile, command: str, precision: str | None = None) -> dict:
     from .config import project_root
     return {"command": command, "profile": profile.name, "overrides": profile_overrides(profile),
             "commit": git_commit(project_root()), "seed": profile.seed, "threads": torch.get_num_threads(),
-            "precision": training_precision(profile),
+            "precision": precision or training_precision(profile),
             "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
             "host": platform.node(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 def record_run_info(run_dir, profile, command: str | None = None, resume: bool = False,
-                    name: str = "run_info.json", checkpoint: str = "checkpoint.pt") -> dict:
+                    name: str = "run_info.json", checkpoint: str = "checkpoint.pt",
+                    precision: str | None = None) -> dict:
     """Write ``run_dir/<name>``. A resumed run (``resume`` and a ``checkpoint`` to resume from)
     keeps the one written when it started, since that is the command to reproduce it, and adds
     where it was resumed and with which commit. (The flow's pre-training shares its run folder
-    with the segmenter's, so it keeps its own ``flow_run_info.json`` beside its checkpoint.)"""
+    with the segmenter's, so it keeps its own ``flow_run_info.json`` beside its checkpoint.)
+    ``precision``: what the run computes in, where that is not the segmenter step's precision."""
     path = Path(run_dir) / name
     command = command or "python -m dhlib " + " ".join(sys.argv[1:])
     checkpoint = Path(run_dir) / checkpoint
     if resume and path.exists() and checkpoint.exists():  # the origin stays; each resume is listed
         info = json.loads(path.read_text())
         step = torch.load(checkpoint, map_location="cpu", weights_only=True)["step"]
-        resumed = run_info(profile, command)
+        resumed = run_info(profile, command, precision)
         info.setdefault("resumes", []).append({"at_step": step, "command": command, "commit": resumed["commit"],
                                                "threads": resumed["threads"]})
         atomic_write_text(json.dumps(info, indent=2, default=list) + "\n", path)
         return info
-    info = run_info(profile, command)
+    info = run_info(profile, command, precision)
     atomic_write_text(json.dumps(info, indent=2, default=list) + "\n", path)
     return info
 

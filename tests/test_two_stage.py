@@ -237,7 +237,10 @@ def test_pretrain_lowers_L_d_then_fine_tuning_starts_from_its_shipped_file(tiny_
     first, last = [sum(r["L_d"] for r in part) / 5 for part in (log[:5], log[-5:])]
     assert last < 0.9 * first
     assert [r["step"] for r in log if "val_mIoU" in r] == [15, 30]
-    assert json.loads((tmp_path / "pre" / "run_info.json").read_text())["command"].startswith("python -m dhlib pretrain")
+    pre_info = json.loads((tmp_path / "pre" / "run_info.json").read_text())
+    assert pre_info["command"].startswith("python -m dhlib pretrain")
+    from dhlib.devices import cpu_has_native_bf16
+    assert pre_info["precision"] == ("bfloat16" if cpu_has_native_bf16() else "float32")  # amp on, on the CPU
 
     main(["ship-weights", "quick-closed-set", *args])
     card = weights.get("quick-closed-set").card
@@ -332,6 +335,7 @@ def test_train_flow_ships_a_card_and_fine_tuning_starts_from_the_shipped_flow(ti
     main(["train-flow", *args, "--set", "flow_pretrain_steps=4", "--set", "flow_init=none"])
     info = json.loads((tmp_path / "flow" / "flow_run_info.json").read_text())
     assert info["command"].startswith("python -m dhlib train-flow") and info["seed"] == 0
+    assert info["precision"] == "float32"  # the flow trains without autocast, whatever the CPU
 
     main(["ship-weights", "quick-flow", *args])
     w = weights.get("quick-flow")
