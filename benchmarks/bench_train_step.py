@@ -34,6 +34,7 @@ def _measure(setting: str, steps: int, threads: int, queue):
 
     from dhlib import train_data
     from dhlib.config import load_profile
+    from dhlib.provenance import training_precision
     from dhlib.train import flow_step, next_batch, segmenter_step, setup_training
     precision, cache, workers, shapes = setting.split("/")
     torch.set_num_threads(threads)
@@ -58,7 +59,7 @@ def _measure(setting: str, steps: int, threads: int, queue):
                 flow_step(setup, images, targets)
             setup.step += 1
         elapsed = time.perf_counter() - start
-    queue.put({"setting": setting, "precision": str(setup.amp_dtype or torch.float32).removeprefix("torch."),
+    queue.put({"setting": setting, "precision": training_precision(profile),
                "steps_per_s": steps / elapsed, "wait_ms": 1000 * waited / steps})
 
 
