@@ -174,6 +174,10 @@ class Profile:
     # Negatives pasted into each training image, one after the other. The papers paste one; more
     # give the OOD head more negative pixels per step (a lever for the quick tier's short budget).
     negatives_per_image: int = 1
+    # Share of a negative's side that may lie beyond the image edge, so that some negatives are
+    # cut by the frame, as objects in photographs are. 0 = wholly inside, as the released code
+    # pastes; the joint flow update needs 0 (its L_mle reads the whole covered box).
+    negative_overhang: float = 0.0
     # Sides of a flow sample, drawn uniformly per side in multiples of the flow's squeeze
     # factor. Paper: 16-216 px (Open-set-M2F joint_trainer.py sample_shape); quick: scaled.
     flow_sample_min_side: int = 16

@@ -49,13 +49,14 @@ class NegativeRecipe:
     flow_max_side: int
     flow_temperature: float
     flow_shape_per_step: bool = False
+    overhang: float = 0.0
 
     @classmethod
     def from_profile(cls, profile) -> "NegativeRecipe":
         return cls(profile.negative_resize, tuple(profile.negative_scale_range), profile.negative_crop,
                    profile.negative_rect_prob, profile.negative_class_draws, profile.synthetic_prob,
                    profile.flow_sample_min_side, profile.flow_sample_max_side, profile.flow_temperature,
-                   profile.flow_shape_per_step)
+                   profile.flow_shape_per_step, profile.negative_overhang)
 
 
 @dataclass(frozen=True)
@@ -88,12 +89,20 @@ def sample_patch_size(min_side: int, max_side: int, image_size=None, multiple: i
     return sides[0], sides[1]
 
 
-def random_box(image_size, patch_size, generator: torch.Generator | None = None) -> Box:
-    """A box of ``patch_size`` placed uniformly inside an image of ``image_size`` (H, W)."""
+def random_box(image_size, patch_size, generator: torch.Generator | None = None, overhang: float = 0.0) -> Box:
+    """A box of ``patch_size`` placed uniformly in an image of ``image_size`` (H, W).
+
+    ``overhang`` = 0: inside the image, as the released code places its patches. ``overhang`` = o
+    in (0, 1): up to ⌊o·h⌋ rows (⌊o·w⌋ columns) may lie beyond each edge, so that some negatives
+    are cut by the image frame, as objects in photographs are; :func:`paste` clips them.
+    """
     (H, W), (h, w) = image_size, patch_size
     if h > H or w > W:
         raise ValueError(f"patch {h}×{w} does not fit in an image of {H}×{W}")
-    return Box(_randint(0, H - h, generator), _randint(0, W - w, generator), h, w)
+    if not 0 <= overhang < 1:
+        raise ValueError(f"overhang must be in [0, 1) (the share of a side that may leave the image), got {overhang}")
+    out_h, out_w = int(overhang * h), int(overhang * w)
+    return Box(_randint(-out_h, H - h + out_h, generator), _randint(-out_w, W - w + out_w, generator), h, w)
 
 
 # Rectangle sides of the released code's sample_shape: range(16, crop, 8).
@@ -169,12 +178,25 @@ def cut_negative(image: torch.Tensor, classes: torch.Tensor, resize: int, scale_
     return patch, class_union_mask(window_classes, draws, generator)
 
 
+def _clip(box: Box, image_size):
+    """The part of ``box`` inside an image of ``image_size``: ``((rows, cols) in the image,
+    (rows, cols) in the patch)``, as slices."""
+    H, W = image_size
+    top, left = max(box.top, 0), max(box.left, 0)
+    bottom, right = min(box.top + box.height, H), min(box.left + box.width, W)
+    if top >= bottom or left >= right:
+        raise ValueError(f"box {box} lies outside the {H}×{W} image")
+    return ((slice(top, bottom), slice(left, right)),
+            (slice(top - box.top, bottom - box.top), slice(left - box.left, right - box.left)))
+
+
 def paste(image: torch.Tensor, seg_target: torch.Tensor, patch, patch_mask, box):
     """Paste patches into scenes and derive both training targets.
 
     Single image: ``image 3×H×W``, ``seg_target H×W``, one patch ``3×h×w``, mask ``h×w``,
     one :class:`Box`. Batch: ``N×3×H×W``, ``N×H×W`` and sequences of N patches, masks, boxes
-    (patches may differ in size). Returns ``(mixed, seg_target, ood_target)``:
+    (patches may differ in size). A box may reach beyond the image (:func:`random_box` with an
+    overhang): only its part inside is pasted. Returns ``(mixed, seg_target, ood_target)``:
 
     * mixed = patch where mask, else the scene (differentiable w.r.t. the patch);
     * seg_target = 255 where pasted (the class is unknown), else unchanged;
@@ -196,10 +218,8 @@ def paste(image: torch.Tensor, seg_target: torch.Tensor, patch, patch_mask, box)
     for i, (p, m, b) in enumerate(zip(patch, patch_mask, box)):
         if p.shape[-2:] != (b.height, b.width) or m.shape != (b.height, b.width):
             raise ValueError(f"patch {tuple(p.shape)} / mask {tuple(m.shape)} do not match box {b}")
-        rows, cols = slice(b.top, b.top + b.height), slice(b.left, b.left + b.width)
-        if b.top < 0 or b.left < 0 or rows.stop > image.shape[-2] or cols.stop > image.shape[-1]:
-            raise ValueError(f"box {b} leaves the {image.shape[-2]}×{image.shape[-1]} image")
-        m = m.to(torch.bool)
+        (rows, cols), (patch_rows, patch_cols) = _clip(b, image.shape[-2:])
+        p, m = p[..., patch_rows, patch_cols], m[patch_rows, patch_cols].to(torch.bool)
         mixed[i, :, rows, cols] = torch.where(m, p.to(mixed.dtype), mixed[i, :, rows, cols])
         seg[i, rows, cols] = seg[i, rows, cols].masked_fill(m, IGNORE_INDEX)
         ood[i, rows, cols] = ood[i, rows, cols].masked_fill(m, OOD_ANOMALY)
@@ -228,7 +248,7 @@ def paste_negatives(images: torch.Tensor, seg_targets: torch.Tensor, negatives, 
     if flow is not None and recipe.flow_shape_per_step:
         patches, masks, synthetic = _negatives_sharing_a_flow_shape(images, negatives, recipe, b, generator, kind,
                                                                     flow, flow_grad)
-        boxes = [random_box(images.shape[-2:], tuple(p.shape[-2:]), generator) for p in patches]
+        boxes = [random_box(images.shape[-2:], tuple(p.shape[-2:]), generator, recipe.overhang) for p in patches]
         mixed, seg, ood = paste(images, seg_targets, patches, masks, boxes)
         return mixed, seg, ood, boxes, synthetic
     patches, masks, boxes, synthetic = [], [], [], []
@@ -242,7 +262,7 @@ def paste_negatives(images: torch.Tensor, seg_targets: torch.Tensor, negatives, 
             mask = rectangle_mask(*size, device=images.device)
         else:
             patch, mask = _real_negative(negatives, recipe, generator, kind)
-        boxes.append(random_box(images.shape[-2:], tuple(patch.shape[-2:]), generator))
+        boxes.append(random_box(images.shape[-2:], tuple(patch.shape[-2:]), generator, recipe.overhang))
         patches.append(patch.to(images.device))
         masks.append(mask.to(images.device))
         synthetic.append(use_flow)

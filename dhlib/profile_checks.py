@@ -74,6 +74,11 @@ def _negative_problems(profile) -> list[str]:
         problems.append(f"negative_rect_prob={profile.negative_rect_prob}: a probability in [0, 1]")
     if profile.negative_class_draws < 1:
         problems.append(f"negative_class_draws={profile.negative_class_draws}: at least 1")
+    if not 0 <= profile.negative_overhang < 1:
+        problems.append(f"negative_overhang={profile.negative_overhang}: a share of a side in [0, 1)")
+    elif profile.negative_overhang and profile.flow_update == "joint":
+        problems.append(f"negative_overhang={profile.negative_overhang} with flow_update='joint': the joint "
+                        "update's L_mle reads the whole box a sample covers; use negative_overhang=0")
     if profile.negatives_per_image < 1:
         problems.append(f"negatives_per_image={profile.negatives_per_image}: at least 1")
     return problems

@@ -35,6 +35,57 @@ def test_random_box_fits_and_covers_all_positions():
         random_box((10, 20), (11, 5))
 
 
+def test_random_box_with_an_overhang_covers_exactly_the_allowed_positions():
+    """o = 0.5 on a 7×5 patch in 10×20: ⌊3.5⌋ = 3 rows and ⌊2.5⌋ = 2 columns may leave each edge,
+    so tops run over −3…6 and lefts over −2…17, every one of them drawn."""
+    g = gen()
+    tops, lefts = set(), set()
+    for _ in range(3000):
+        b = random_box((10, 20), (7, 5), g, overhang=0.5)
+        tops.add(b.top)
+        lefts.add(b.left)
+    assert tops == set(range(-3, 7)) and lefts == set(range(-2, 18))
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="overhang must be in"):
+            random_box((10, 20), (7, 5), g, overhang=bad)
+
+
+def test_overhang_zero_draws_the_released_codes_boxes():
+    """The default keeps every draw of a run as it was: the same boxes from the same generator."""
+    a, b = gen(5), gen(5)
+    for _ in range(50):
+        assert random_box((16, 20), (6, 9), a) == random_box((16, 20), (6, 9), b, overhang=0.0)
+
+
+def test_paste_clips_a_box_that_leaves_the_image():
+    """Hand-made reference: paste into a zero-padded canvas, where the box fits, pixel by pixel,
+    then cut the image back out."""
+    g = gen(7)
+    image, seg = torch.rand(3, 6, 8, generator=g), torch.randint(0, 19, (6, 8), generator=g)
+    seg[5] = 255
+    patch, mask = torch.rand(3, 4, 5, generator=g), torch.rand(4, 5, generator=g) > 0.3
+    for top, left in ((-2, -3), (3, 5), (-1, 6), (4, -4)):
+        pad = 5
+        ref_img = torch.zeros(3, 6 + 2 * pad, 8 + 2 * pad)
+        ref_img[:, pad:pad + 6, pad:pad + 8] = image
+        ref_ood = torch.full((6 + 2 * pad, 8 + 2 * pad), -1)
+        ref_ood[pad:pad + 6, pad:pad + 8] = torch.where(seg == 255, 255, 0)
+        ref_seg = torch.full_like(ref_ood, -1)
+        ref_seg[pad:pad + 6, pad:pad + 8] = seg
+        for y in range(4):
+            for x in range(5):
+                if mask[y, x]:
+                    ref_img[:, pad + top + y, pad + left + x] = patch[:, y, x]
+                    ref_seg[pad + top + y, pad + left + x] = 255
+                    ref_ood[pad + top + y, pad + left + x] = 1
+        mixed, seg_out, ood = paste(image, seg, patch, mask, Box(top, left, 4, 5))
+        inside = (slice(pad, pad + 6), slice(pad, pad + 8))
+        assert torch.equal(mixed, ref_img[(slice(None),) + inside])
+        assert torch.equal(seg_out, ref_seg[inside]) and torch.equal(ood, ref_ood[inside])
+    with pytest.raises(ValueError, match="lies outside"):
+        paste(image, seg, patch, mask, Box(6, 0, 4, 5))
+
+
 def test_class_union_draws_two_labels_with_replacement():
     classes = torch.zeros(6, 6, dtype=torch.long)  # 0 (unlabeled) may be drawn, as in the released code
     classes[:2] = 5
