@@ -31,6 +31,7 @@ rank 0 alone writes checkpoints and logs.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -197,7 +198,9 @@ def flow_step(setup: TrainingSetup, images, targets) -> dict:
     p, model, flow = setup.profile, setup.model, setup.flow
     model.eval()  # BatchNorm statistics stay those of the segmenter step
     model.requires_grad_(False)
-    mixed, _, ood_f, boxes_f, _ = paste_negatives(images, targets, setup.negatives, NegativeRecipe.from_profile(p),
+    # Wholly inside the image, whatever negative_overhang: L_mle reads the whole patch a sample covers.
+    recipe = dataclasses.replace(NegativeRecipe.from_profile(p), overhang=0.0)
+    mixed, _, ood_f, boxes_f, _ = paste_negatives(images, targets, setup.negatives, recipe,
                                                   setup.generator, flow=flow, synthetic_prob=1.0, flow_grad=True)
     ood_f = loss_grid(ood_f, p.input_scale)
     seg_f, _ = model(mixed, size=ood_f.shape[-2:])

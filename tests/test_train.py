@@ -389,6 +389,20 @@ def test_non_finite_segmenter_loss_raises_with_the_step_and_the_terms(tiny_profi
     assert not setup.seg_opt.state
 
 
+def test_negatives_cut_by_the_frame_train_both_steps(tiny_profile, tmp_path):
+    """negative_overhang: the segmenter step trains on clipped negatives, and the flow step,
+    whose L_mle reads the whole covered patch, still pastes wholly inside (finite L_mle)."""
+    import math
+    from dhlib.train import flow_step, next_batch, segmenter_step
+    setup = _tiny_setup(tiny_profile, tmp_path, synthetic_prob=0.5, negative_overhang=0.9)
+    for _ in range(4):
+        images, targets = next_batch(setup)
+        record = segmenter_step(setup, images, targets)
+        assert all(math.isfinite(v) for v in record.values())
+        record = flow_step(setup, images, targets)
+        assert record["flow_skipped"] == 0 and math.isfinite(record["L_mle"])
+
+
 def test_flow_step_with_a_non_finite_loss_leaves_the_flow_untouched(tiny_profile, tmp_path):
     """flow_update='alternate': a flow step whose loss is NaN (here λ = NaN in L_mle + λ·L_jsd)
     is skipped: the flow's parameters and Adamax state stay as they were; a finite step moves them."""
