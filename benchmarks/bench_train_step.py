@@ -35,7 +35,7 @@ def _measure(setting: str, steps: int, threads: int, queue):
     from dhlib import train_data
     from dhlib.config import load_profile
     from dhlib.provenance import training_precision
-    from dhlib.train import flow_step, next_batch, segmenter_step, setup_training
+    from dhlib.train import flow_step, flow_step_due, next_batch, segmenter_step, setup_training
     precision, cache, workers, shapes = setting.split("/")
     torch.set_num_threads(threads)
     if cache != "cache":
@@ -55,7 +55,7 @@ def _measure(setting: str, steps: int, threads: int, queue):
             images, targets = next_batch(setup)
             waited += time.perf_counter() - before
             segmenter_step(setup, images, targets)
-            if (setup.step + 1) % profile.flow_every == 0:
+            if flow_step_due(setup):
                 flow_step(setup, images, targets)
             setup.step += 1
         elapsed = time.perf_counter() - start

@@ -216,6 +216,15 @@ def flow_step(setup: TrainingSetup, images, targets) -> dict:
     return {"L_mle": l_mle.item(), "L_jsd": l_jsd.item(), "flow_skipped": int(not applied)}
 
 
+def flow_step_due(setup: TrainingSetup) -> bool:
+    """Whether the current iteration ends with a flow step: with ``flow_update='alternate'``,
+    after every ``flow_every``-th segmenter step (the joint update steps the flow in every
+    segmenter step instead)."""
+    p = setup.profile
+    return (setup.flow is not None and p.flow_update == "alternate" and bool(p.flow_every)
+            and (setup.step + 1) % p.flow_every == 0)
+
+
 def train(profile, resume: bool = False, steps: int | None = None, progress: bool = True,
           return_models: bool = False, closed_set: bool = False) -> dict:
     """Train the profile's segmenter (and fine-tune its flow); returns a summary dict.
@@ -238,7 +247,7 @@ def train(profile, resume: bool = False, steps: int | None = None, progress: boo
     while s.step < s.total_steps:
         images, targets = next_batch(s)
         record = {"step": s.step + 1} | segmenter_step(s, images, targets)
-        if s.flow is not None and p.flow_update == "alternate" and p.flow_every and (s.step + 1) % p.flow_every == 0:
+        if flow_step_due(s):
             record |= flow_step(s, images, targets)
         flow_skipped += record.get("flow_skipped", 0)
         s.step += 1
