@@ -68,18 +68,20 @@ class CalibratedOpenSet:
 
     def __init__(self, calibration_images: int):
         self.calibration_images = calibration_images
-        self.seen, self.scores, self.labels, self.confusion = 0, [], [], None
+        self.seen, self.anomaly_scores, self.confusion = 0, [], None
 
     def update(self, seg_logits, hybrid, semantic_target, label) -> None:
         """One image: its class logits ``1×K×H×W``, hybrid map, semantic and OOD labels."""
         self.seen += 1
         if self.seen <= self.calibration_images:
-            self.scores.append(hybrid.flatten())
-            self.labels.append(label.flatten())
+            # τ at 95 % TPR is a quantile of the anomaly pixels' scores alone: keeping only
+            # those holds memory to the anomalies' share of the calibration images
+            self.anomaly_scores.append(hybrid.flatten()[label.flatten() == 1])
             return
         if self.confusion is None:
-            tau = threshold_at_tpr(torch.cat(self.scores), torch.cat(self.labels))
-            self.confusion = OpenSetConfusion(seg_logits.shape[1], tau)
+            scores = torch.cat(self.anomaly_scores)
+            tau = threshold_at_tpr(scores, torch.ones_like(scores, dtype=torch.uint8))
+            self.confusion, self.anomaly_scores = OpenSetConfusion(seg_logits.shape[1], tau), []
         self.confusion.update(predicted_classes(seg_logits[0]), hybrid, semantic_target, label)
 
     def compute(self) -> dict | None:

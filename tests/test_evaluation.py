@@ -46,6 +46,36 @@ def test_evaluation_pools_all_scores_and_matches_exact_metrics(tiny_profile, mod
                                        "eval_heatmaps.png", "eval_confidence.png"}
 
 
+def test_open_set_threshold_and_miou_match_a_brute_force_reference(tiny_profile, model):
+    """The hybrid threshold is the ⌈0.95·P⌉-th largest anomaly score of the first half of the
+    images; open-mIoU scores the other half against scikit-learn's confusion matrix."""
+    from sklearn.metrics import confusion_matrix
+    data = Fishyscapes(tiny_profile.path("fishyscapes_root"))
+    ev = THKLOODEvaluation(model, data, keep_maps=0)
+    ev.run(progress=False)
+    with torch.no_grad():
+        outs = [model(data[i][0][None]) for i in range(len(data))]
+    hybrid = [SCORES["hybrid"](seg, ood)[0].numpy().ravel() for seg, ood in outs]
+    labels = [data[i][1].numpy().ravel() for i in range(len(data))]
+    n_cal = len(data) // 2
+    calibration = np.concatenate([h[y == 1] for h, y in zip(hybrid[:n_cal], labels[:n_cal])])
+    tau = np.sort(calibration)[::-1][int(np.ceil(0.95 * calibration.size)) - 1]
+    k = outs[0][0].shape[1]
+    truth, predicted = [], []
+    for i in range(n_cal, len(data)):
+        target, y = data.semantic_target(i).numpy().ravel(), labels[i]
+        scored = ((y == 0) & (target != 255)) | (y == 1)
+        closed = outs[i][0][0].argmax(0).numpy().ravel()
+        truth.append(np.where(y == 1, k, target)[scored])
+        predicted.append(np.where(hybrid[i] >= tau, k, closed)[scored])
+    cm = confusion_matrix(np.concatenate(truth), np.concatenate(predicted), labels=range(k + 1))
+    with np.errstate(invalid="ignore"):
+        iou = np.diag(cm) / (cm.sum(0) + cm.sum(1) - np.diag(cm))
+    o = ev.results["open_set"]
+    assert o["threshold"] == pytest.approx(float(tau), abs=1e-6)
+    assert o["open_mIoU"] == pytest.approx(float(np.nanmean(iou[:k])), abs=1e-9)
+
+
 def test_evaluate_command(tiny_profile, model, tmp_path, capsys):
     checkpoint = save_state_dict(model, tmp_path / "model.pt")
     args = ["evaluate", "--checkpoint", str(checkpoint), "--set", "skip_stride=4"]  # the fixture's layout
