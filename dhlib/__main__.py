@@ -11,7 +11,7 @@ Commands available now:
                  the flow (``--resume``; multi-GPU: ``torchrun --nproc_per_node=G -m dhlib train``);
 * ``ship-weights`` ``NAME``: store a finished run as ``weights/NAME.pt`` with its model card;
 * ``evaluate``   ``--checkpoint PATH [--dataset DIR [--kind K]]``: all six anomaly scores, metrics table,
-                 figures; DIR: any Fishyscapes / SegmentMeIfYouCan / Road Anomaly tree or images/ +
+                 figures and ``eval_results.json`` in ``figures_dir``; DIR: any Fishyscapes / SegmentMeIfYouCan / Road Anomaly tree or images/ +
                  labels/; ``--track anomaly|obstacle``: SegmentMeIfYouCan's component size limits;
 * ``demo``       the main job: ``make-data``, ``train`` from the shipped closed-set weights and flow
                  (``train-flow`` first when ``flow_init`` is none), evaluation of all six scores, figures; writes ``runs/<profile>/model.pt``
@@ -36,6 +36,7 @@ import resource
 import shlex
 import sys
 import time
+from pathlib import Path
 
 from .config import PROFILES, Profile, load_profile, parse_override
 
@@ -114,7 +115,8 @@ def train_segmenter(profile: Profile, resume: bool = False, command: str | None 
 
 def evaluate(profile: Profile, checkpoint: str | None = None, dataset: str | None = None, *,
              track: str | None = None, kind: str | None = None) -> dict:
-    """Evaluate a checkpoint of the profile's model on an anomaly dataset; print the table.
+    """Evaluate a checkpoint of the profile's model on an anomaly dataset; print the table and
+    write the figures and ``eval_results.json`` to the profile's ``figures_dir``.
 
     ``dataset``: 'fishyscapes' (the profile's Fishyscapes split; default) or the folder of any
     benchmark :func:`~dhlib.data.load_anomaly_dataset` reads, of ``kind`` (None: recognised).
@@ -135,7 +137,23 @@ def evaluate(profile: Profile, checkpoint: str | None = None, dataset: str | Non
     print(evaluation.format_table())
     for path in evaluation.figures(profile.path("figures_dir")):
         print(f"wrote {path}")
+    root = profile.path("fishyscapes_root") if dataset in (None, "fishyscapes") else dataset
+    print(f"wrote {write_evaluation(profile.path('figures_dir'), checkpoint, evaluation, root, len(data))}")
     return evaluation.results
+
+
+def write_evaluation(out_dir, checkpoint, evaluation, dataset_root, images: int) -> Path:
+    """``eval_results.json`` beside the evaluation figures: the table, open-set and component
+    metrics, with the checkpoint's hash and the dataset they were measured on."""
+    import json
+
+    from .checkpointing import atomic_write_text
+    from .evaluation import summary
+    from .models.weights import sha256
+    record = {"checkpoint": {"path": str(checkpoint), "sha256": sha256(checkpoint), "layout": evaluation.layout},
+              "dataset": {"root": str(dataset_root), "images": images},
+              **summary(evaluation.results)}
+    return atomic_write_text(json.dumps(record, indent=2), Path(out_dir) / "eval_results.json")
 
 
 def evaluation_dataset(profile: Profile, dataset: str | None, kind: str | None, track: str | None):

@@ -1,3 +1,6 @@
+import hashlib
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -88,6 +91,13 @@ def test_evaluate_command(tiny_profile, model, tmp_path, capsys):
     main(args)
     out = capsys.readouterr().out
     assert "max_logit" in out and "AUROC" in out and (tmp_path / "figs/eval_curves.png").exists()
+    # the JSON record holds what the table printed, and names the file and data it measured
+    record = json.loads((tmp_path / "figs/eval_results.json").read_text())
+    assert record["checkpoint"]["sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert record["dataset"]["images"] == 4 and set(record["scores"]) == set(SCORES)
+    printed = {line.split()[0]: float(line.split()[1]) for line in out.splitlines()
+               if line.split() and line.split()[0] in SCORES}
+    assert {k: round(100 * v["AP"], 2) for k, v in record["scores"].items()} == printed
     with pytest.raises(SystemExit, match="needs --checkpoint"):
         main(["evaluate"])
 
