@@ -131,13 +131,12 @@ def evaluate(profile: Profile, checkpoint: str | None = None, dataset: str | Non
                          "a model.pt written by this package")
     model = build_model(profile).to(select_device(profile.device))
     loaded = load_checkpoint(model, checkpoint)  # a bad file stops here, before any data is written
-    data, track = evaluation_dataset(profile, dataset, kind, track)
+    data, track, root = evaluation_dataset(profile, dataset, kind, track)
     evaluation = evaluate_checkpoint(model, checkpoint, data, track=track, loaded=loaded)
     print(f"{checkpoint} ({evaluation.layout}) on {len(data)} images:")
     print(evaluation.format_table())
     for path in evaluation.figures(profile.path("figures_dir")):
         print(f"wrote {path}")
-    root = profile.path("fishyscapes_root") if dataset in (None, "fishyscapes") else dataset
     print(f"wrote {write_evaluation(profile.path('figures_dir'), checkpoint, evaluation, root, len(data))}")
     return evaluation.results
 
@@ -157,14 +156,15 @@ def write_evaluation(out_dir, checkpoint, evaluation, dataset_root, images: int)
 
 
 def evaluation_dataset(profile: Profile, dataset: str | None, kind: str | None, track: str | None):
-    """The dataset ``evaluate`` reads, and the component track it implies (see there)."""
+    """The dataset ``evaluate`` reads, the component track it implies (see there) and its root."""
     if dataset in (None, "fishyscapes"):
         from .data import Fishyscapes, synthcity
         synthcity.ensure(profile)
-        return Fishyscapes(profile.path("fishyscapes_root"), profile.fishyscapes_split), track
+        root = profile.path("fishyscapes_root")
+        return Fishyscapes(root, profile.fishyscapes_split), track, root
     data = benchmark_dataset(dataset, kind)
     # a SegmentMeIfYouCan track's own size limits, unless --track says otherwise
-    return data, track or {"smiyc-anomaly": "anomaly", "smiyc-obstacle": "obstacle"}.get(data.kind)
+    return data, track or {"smiyc-anomaly": "anomaly", "smiyc-obstacle": "obstacle"}.get(data.kind), dataset
 
 
 def benchmark_dataset(root: str, kind: str | None = None):
