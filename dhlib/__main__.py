@@ -159,7 +159,7 @@ def evaluation_dataset(profile: Profile, dataset: str | None, kind: str | None, 
     """The dataset ``evaluate`` reads, the component track it implies (see there) and its root."""
     if dataset in (None, "fishyscapes"):
         from .data import Fishyscapes, synthcity
-        synthcity.ensure(profile)
+        synthcity.ensure(profile, rewrite=False)  # evaluation reads data, never replaces it
         root = profile.path("fishyscapes_root")
         return Fishyscapes(root, profile.fishyscapes_split), track, root
     data = benchmark_dataset(dataset, kind)

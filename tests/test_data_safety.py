@@ -1,6 +1,7 @@
 """SynthCity never writes into, or deletes from, a folder it did not make."""
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -84,6 +85,30 @@ def test_a_marker_from_before_the_made_list_still_owns_its_trees(tmp_path):
     synthcity.export(profile=profile, workers=1, progress=False)  # the same settings: nothing to do
     synthcity.export(profile=dataclasses.replace(profile, synthcity_val=2), workers=1, progress=False)
     assert len(list((tmp_path / "cityscapes/gtFine/val").rglob("*.png"))) == 2
+
+
+def test_evaluate_reads_a_test_tree_of_other_settings_and_never_rewrites_it(tmp_path):
+    """A larger draw of the test family (more anomaly scenes) is refused by name, not replaced
+    by the profile's smaller one; training sizes do not matter, since the test scenes are the same."""
+    sc = tmp_path / "sc"
+    made = TINY | {"synthcity_anomaly_test": 2}
+    synthcity.export(sc, load_profile("quick", synthcity_root=str(sc), **made), workers=1, progress=False)
+    before = _snapshot(sc)
+    shipped = Path(__file__).resolve().parents[1] / "weights" / "quick-densehybrid.pt"
+    evaluate = ["evaluate", "--checkpoint", str(shipped), "--set", f"synthcity_root={sc}"]
+    with pytest.raises(SystemExit, match=r"synthcity_anomaly_test is 2 there and 1 here.*"
+                                         r"add --set synthcity_anomaly_test=2"):
+        main(evaluate + _overrides(TINY))
+    assert _snapshot(sc) == before
+    # other training sizes: the same test scenes, so nothing to refuse and nothing rewritten
+    synthcity.ensure(load_profile("quick", synthcity_root=str(sc), **made | {"synthcity_train": 5}), rewrite=False)
+    assert _snapshot(sc) == before
+    # another generator version: stale scenes, and make-data is the way to rewrite them
+    marker = json.loads((sc / "synthcity.json").read_text())
+    (sc / "synthcity.json").write_text(json.dumps(marker | {"generator": "0-old"}))
+    with pytest.raises(synthcity.SynthCityConflict, match=r"generator 0-old.*stale.*make-data"):
+        synthcity.ensure(load_profile("quick", synthcity_root=str(sc), **made), rewrite=False)
+    assert (sc / "fishyscapes").exists()
 
 
 def test_the_quick_roots_follow_synthcity_root(tmp_path):

@@ -24,7 +24,8 @@ KINDS = ("train", "val", "negatives", "anomalies")
 
 
 class SynthCityConflict(RuntimeError):
-    """SynthCity would write into, or remove from, a folder it did not create."""
+    """SynthCity would write into, or remove from, a folder it did not create, or rewrite an
+    export that a command only reads."""
 
 
 def cityscapes_stem(split: str, index: int) -> tuple[str, str]:
@@ -184,8 +185,46 @@ def uses_synthcity(profile) -> bool:
                for name in ("cityscapes_root", "ade20k_root", "fishyscapes_root"))
 
 
-def ensure(profile, progress: bool = True) -> None:
+# The manifest entries that decide the anomaly test tree's pixels: every scene is a pure
+# function of the generator, the seed, its index and the image size, so an export that differs
+# only in the training sizes holds the same test scenes.
+TEST_TREE_SETTINGS = {"generator": None, "seed": "synthcity_seed", "height": "synthcity_height",
+                      "width": "synthcity_width", "anomalies": "synthcity_anomaly_test"}
+
+
+def ensure(profile, progress: bool = True, rewrite: bool = True) -> None:
     """Write SynthCity for a command that reads it (:func:`uses_synthcity`) and finds it missing
-    or stale; a profile that reads only real datasets is left alone."""
-    if uses_synthcity(profile):
+    or stale; a profile that reads only real datasets is left alone.
+
+    ``rewrite=False`` is for commands that only read the test tree (``evaluate``). A finished
+    export with the profile's test tree is read as it is, whatever its training sizes; one with
+    another test tree is refused, not replaced, since replacing it would delete scenes someone
+    made on purpose (a larger draw of the test family); a missing or unfinished one is written.
+    """
+    if not uses_synthcity(profile):
+        return
+    if rewrite or not _finished_test_tree(profile.path("synthcity_root"), export_manifest(profile)):
         export(profile=profile, progress=progress)
+
+
+def _finished_test_tree(root: Path, manifest: dict) -> bool:
+    """Whether ``root`` holds a finished export with the test tree ``manifest`` describes;
+    :class:`SynthCityConflict` when it holds one with another test tree."""
+    marker = root / "synthcity.json"
+    if not marker.exists():
+        return False
+    there = json.loads(marker.read_text())
+    differ = [key for key in TEST_TREE_SETTINGS if there.get(key) != manifest[key]]
+    if not differ:
+        return True
+    if "generator" in differ:
+        raise SynthCityConflict(
+            f"{root} was written by SynthCity generator {there.get('generator')}, and this package "
+            f"writes version {manifest['generator']}: its scenes are stale. Rewrite them with "
+            f"`python -m dhlib make-data` (with the same --set options as this command).")
+    said = ", ".join(f"{TEST_TREE_SETTINGS[k]} is {there.get(k)} there and {manifest[k]} here" for k in differ)
+    given = " ".join(f"--set {TEST_TREE_SETTINGS[k]}={there.get(k)}" for k in differ)
+    raise SynthCityConflict(
+        f"{root} holds a SynthCity test tree made with other settings ({said}). This command "
+        f"reads it and does not rewrite it. To read it, add {given}; to replace it with this "
+        f"profile's, run `python -m dhlib make-data` with this command's --set options.")
