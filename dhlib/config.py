@@ -171,6 +171,10 @@ class Profile:
     negative_crop: int = 96
     negative_rect_prob: float = 0.5
     negative_class_draws: int = 2
+    # ADE20K ids a class-union mask never draws while the window holds another class: negatives
+    # that are scenery of the inlier world (a room's wall is a wall, its floor is ground) teach
+    # the OOD head that inlier classes are "out". () = every id, as the released code draws.
+    negative_exclude_classes: tuple[int, ...] = ()
     # Negatives pasted into each training image, one after the other. The papers paste one; more
     # give the OOD head more negative pixels per step (a lever for the quick tier's short budget).
     negatives_per_image: int = 1

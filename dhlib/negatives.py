@@ -50,13 +50,15 @@ class NegativeRecipe:
     flow_temperature: float
     flow_shape_per_step: bool = False
     overhang: float = 0.0
+    exclude_classes: tuple[int, ...] = ()
 
     @classmethod
     def from_profile(cls, profile) -> "NegativeRecipe":
         return cls(profile.negative_resize, tuple(profile.negative_scale_range), profile.negative_crop,
                    profile.negative_rect_prob, profile.negative_class_draws, profile.synthetic_prob,
                    profile.flow_sample_min_side, profile.flow_sample_max_side, profile.flow_temperature,
-                   profile.flow_shape_per_step, profile.negative_overhang)
+                   profile.flow_shape_per_step, profile.negative_overhang,
+                   tuple(profile.negative_exclude_classes))
 
 
 @dataclass(frozen=True)
@@ -151,18 +153,23 @@ def rectangle_in_window(crop: int, generator: torch.Generator | None = None, dev
 
 
 def class_union_mask(classes: torch.Tensor, draws: int = 2,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+                     generator: torch.Generator | None = None, exclude=()) -> torch.Tensor:
     """Union of the pixels of ``draws`` labels drawn uniformly, *with replacement*, among
     those present in ``classes`` (H×W): one to ``draws`` distinct classes. As in the
-    released code every present id may be drawn, the unlabeled 0 included."""
+    released code every present id may be drawn, the unlabeled 0 included, except the ids in
+    ``exclude`` while another id is present (a window of excluded classes alone still gives
+    a negative, drawn among them)."""
     present = torch.unique(classes)
+    allowed = present[~torch.isin(present, torch.as_tensor(exclude, dtype=present.dtype, device=present.device))]
+    if allowed.numel():
+        present = allowed
     picks = torch.randint(0, present.numel(), (draws,), generator=generator)
     return torch.isin(classes, present[picks.to(present.device)])
 
 
 def cut_negative(image: torch.Tensor, classes: torch.Tensor, resize: int, scale_range, crop: int,
                  rect_prob: float = 0.5, draws: int = 2, generator: torch.Generator | None = None,
-                 kind: str | None = None):
+                 kind: str | None = None, exclude=()):
     """A real negative as the released code cuts it: ``(patch 3×crop×crop, mask crop×crop bool)``.
 
     The window comes from :func:`negative_window`; its mask is a rectangle with probability
@@ -175,7 +182,7 @@ def cut_negative(image: torch.Tensor, classes: torch.Tensor, resize: int, scale_
         kind = "rectangle" if float(torch.rand((), generator=generator)) < rect_prob else "class_union"
     if kind == "rectangle":
         return patch, rectangle_in_window(crop, generator, image.device)
-    return patch, class_union_mask(window_classes, draws, generator)
+    return patch, class_union_mask(window_classes, draws, generator, exclude)
 
 
 def _clip(box: Box, image_size):
@@ -274,7 +281,7 @@ def _real_negative(negatives, recipe: NegativeRecipe, generator, kind):
     """A real negative drawn from the dataset, cut as the released code cuts it: ``(patch, mask)``."""
     neg_image, neg_classes = negatives[_randint(0, len(negatives) - 1, generator)]
     return cut_negative(neg_image, neg_classes, recipe.resize, recipe.scale_range, recipe.crop,
-                        recipe.rect_prob, recipe.class_draws, generator, kind)
+                        recipe.rect_prob, recipe.class_draws, generator, kind, recipe.exclude_classes)
 
 
 def _negatives_sharing_a_flow_shape(images, negatives, recipe: NegativeRecipe, b: float, generator, kind,

@@ -72,6 +72,8 @@ def _negative_problems(profile) -> list[str]:
                         f": need 0 < low <= high and negative_resize × low >= negative_crop={profile.negative_crop}")
     if not 0 <= profile.negative_rect_prob <= 1:
         problems.append(f"negative_rect_prob={profile.negative_rect_prob}: a probability in [0, 1]")
+    if not all(isinstance(i, int) and 0 <= i <= 150 for i in profile.negative_exclude_classes):
+        problems.append(f"negative_exclude_classes={profile.negative_exclude_classes}: ADE20K ids in 0-150")
     if profile.negative_class_draws < 1:
         problems.append(f"negative_class_draws={profile.negative_class_draws}: at least 1")
     if not 0 <= profile.negative_overhang < 1:

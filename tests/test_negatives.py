@@ -104,6 +104,25 @@ def test_class_union_draws_two_labels_with_replacement():
     assert abs(share_one - 0.25) < 4 * (0.25 * 0.75 / len(sizes)) ** 0.5
 
 
+def test_class_union_skips_excluded_labels_unless_nothing_else_is_there():
+    classes = torch.full((6, 6), 1, dtype=torch.long)  # a room's wall (ADE 1) and floor (ADE 4)
+    classes[4:] = 4
+    classes[1:3, 1:4] = 23
+    classes[3, 4:] = 40
+    g, sizes, seen = gen(), [], set()
+    for _ in range(2000):
+        chosen = set(torch.unique(classes[class_union_mask(classes, 2, g, exclude=(1, 4))]).tolist())
+        sizes.append(len(chosen))
+        seen |= chosen
+    assert seen == {23, 40}
+    # two draws among the 2 allowed labels coincide with probability 1/2
+    assert abs(sizes.count(1) / len(sizes) - 0.5) < 4 * (0.25 / len(sizes)) ** 0.5
+    # a window of wall and floor alone still gives a negative, drawn among them as before
+    only_room = torch.where(classes == 23, 1, torch.where(classes == 40, 4, classes))
+    masks = [class_union_mask(only_room, 2, gen(), exclude=(1, 4)), class_union_mask(only_room, 2, gen())]
+    assert masks[0].any() and torch.equal(masks[0], masks[1])
+
+
 def test_negative_window_is_an_unresampled_crop():
     """At scale 1 and the source's own shorter side the window is a crop of the source, pixel for pixel."""
     image, classes = torch.rand(3, 40, 50), torch.randint(0, 5, (40, 50))
@@ -224,6 +243,25 @@ def test_mixing_real_and_synthetic_negatives(tiny_profile, b):
             assert box.height % 4 == 0 and box.width % 4 == 0
             assert (ood[i] == 1).sum() == box.height * box.width
     assert not mixed.requires_grad  # the segmenter step samples without gradient
+
+
+def test_the_profile_keeps_a_rooms_wall_and_floor_out_of_class_union_negatives():
+    """Each ADE id is painted in its own grey, so the pasted pixels tell which classes were drawn."""
+    from dhlib.config import load_profile
+    from dhlib.negatives import paste_real_negatives
+    classes = torch.ones(48, 48, dtype=torch.long)      # wall
+    classes[32:] = 4                                     # floor
+    classes[:, ::6], classes[:, 3::6] = 23, 40           # two objects in every window
+    negatives = [(classes.float().div(255).expand(3, -1, -1), classes)]
+    images, segs = torch.zeros(8, 3, 40, 40), torch.zeros(8, 40, 40, dtype=torch.long)
+
+    def pasted_ids(exclude):
+        profile = load_profile("quick", negative_exclude_classes=exclude, negative_resize=48,
+                               negative_scale_range=(1.0, 1.0), negative_crop=32)
+        mixed, _, ood, _ = paste_real_negatives(images, segs, negatives, NegativeRecipe.from_profile(profile),
+                                                gen(), kind="class_union")
+        return set(torch.round(mixed[:, 0][ood == 1] * 255).long().tolist())
+    assert pasted_ids((1, 4)) <= {23, 40} and pasted_ids(()) & {1, 4}
 
 
 def test_smoke_mixing_with_flow_gradient():
