@@ -173,7 +173,8 @@ def cut_negative(image: torch.Tensor, classes: torch.Tensor, resize: int, scale_
     """A real negative as the released code cuts it: ``(patch 3×crop×crop, mask crop×crop bool)``.
 
     The window comes from :func:`negative_window`; its mask is a rectangle with probability
-    ``rect_prob``, else a class union (``kind`` forces one of the two).
+    ``rect_prob``, else a class union of ``draws`` labels that skips the ids in ``exclude``
+    (:func:`class_union_mask`); ``kind`` forces one of the two.
     """
     if kind not in (None,) + MASK_KINDS:
         raise ValueError(f"an ADE20K negative is cut as 'rectangle' or 'class_union', not {kind!r}")
