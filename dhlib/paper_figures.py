@@ -106,9 +106,10 @@ def model_to_evaluate(profile, checkpoint=None):
 
 
 def anomaly_dataset(profile):
-    """The profile's Fishyscapes-format test tree (SynthCity is written first when missing)."""
+    """The profile's Fishyscapes-format test tree (SynthCity is written first when missing, and
+    a finished export of another test tree is refused, never rewritten: the figures only read)."""
     from .data import Fishyscapes, synthcity
-    synthcity.ensure(profile)
+    synthcity.ensure(profile, rewrite=False)
     return Fishyscapes(profile.path("fishyscapes_root"), profile.fishyscapes_split)
 
 
