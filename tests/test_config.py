@@ -89,6 +89,7 @@ def test_relative_paths_resolve_against_root(monkeypatch, tmp_path):
     (dict(negative_crop=300), "negative_crop=300 exceeds crop_size"),
     (dict(negative_crop=16), "negative_crop=16"),
     (dict(negative_resize=100), "negative_resize=100"),
+    (dict(negative_exclude_classes=(1, 151)), "negative_exclude_classes=(1, 151): ADE20K ids in 0-150"),
     (dict(negative_overhang=1.0), "negative_overhang=1.0: a share"),
     (dict(negative_overhang=0.5, flow_update="joint"), "negative_overhang=0.5 with flow_update='joint'"),
     (dict(fishyscapes_split="Dynamic"), "fishyscapes_split='Dynamic'"),

@@ -196,10 +196,11 @@ def ensure(profile, progress: bool = True, rewrite: bool = True) -> None:
     """Write SynthCity for a command that reads it (:func:`uses_synthcity`) and finds it missing
     or stale; a profile that reads only real datasets is left alone.
 
-    ``rewrite=False`` is for commands that only read the test tree (``evaluate``). A finished
-    export with the profile's test tree is read as it is, whatever its training sizes; one with
-    another test tree is refused, not replaced, since replacing it would delete scenes someone
-    made on purpose (a larger draw of the test family); a missing or unfinished one is written.
+    ``rewrite=False`` is for commands that only read the test tree (``evaluate``, the paper
+    figures). A finished export with the profile's test tree is read as it is, whatever its
+    training sizes; one with another test tree is refused, not replaced, since replacing it
+    would delete scenes someone made on purpose (a larger draw of the test family); a missing
+    or unfinished one is written.
     """
     if not uses_synthcity(profile):
         return
