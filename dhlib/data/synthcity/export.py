@@ -81,11 +81,15 @@ def _export_one(job):
         _atomic_save_image(array, Path(root) / rel, fmt, **options)
 
 
+# The profile field behind each entry of the marker, beside the generator version.
+MANIFEST_FIELDS = {"seed": "synthcity_seed", "height": "synthcity_height", "width": "synthcity_width",
+                   "train": "synthcity_train", "val": "synthcity_val", "negatives": "synthcity_negatives",
+                   "anomalies": "synthcity_anomaly_test"}
+
+
 def export_manifest(prof) -> dict:
     """What an export of the profile's settings writes: the generator and every size."""
-    return {"generator": GENERATOR_VERSION, "seed": prof.synthcity_seed, "height": prof.synthcity_height,
-            "width": prof.synthcity_width, "train": prof.synthcity_train, "val": prof.synthcity_val,
-            "negatives": prof.synthcity_negatives, "anomalies": prof.synthcity_anomaly_test}
+    return {"generator": GENERATOR_VERSION} | {key: getattr(prof, name) for key, name in MANIFEST_FIELDS.items()}
 
 
 def owned_trees(root: Path, marker: dict | None) -> list[str]:
@@ -188,8 +192,7 @@ def uses_synthcity(profile) -> bool:
 # The manifest entries that decide the anomaly test tree's pixels: every scene is a pure
 # function of the generator, the seed, its index and the image size, so an export that differs
 # only in the training sizes holds the same test scenes.
-TEST_TREE_SETTINGS = {"generator": None, "seed": "synthcity_seed", "height": "synthcity_height",
-                      "width": "synthcity_width", "anomalies": "synthcity_anomaly_test"}
+TEST_TREE_SETTINGS = ("generator", "seed", "height", "width", "anomalies")
 
 
 def ensure(profile, progress: bool = True, rewrite: bool = True) -> None:
@@ -223,8 +226,8 @@ def _finished_test_tree(root: Path, manifest: dict) -> bool:
             f"{root} was written by SynthCity generator {there.get('generator')}, and this package "
             f"writes version {manifest['generator']}: its scenes are stale. Rewrite them with "
             f"`python -m dhlib make-data` (with the same --set options as this command).")
-    said = ", ".join(f"{TEST_TREE_SETTINGS[k]} is {there.get(k)} there and {manifest[k]} here" for k in differ)
-    given = " ".join(f"--set {TEST_TREE_SETTINGS[k]}={there.get(k)}" for k in differ)
+    said = ", ".join(f"{MANIFEST_FIELDS[k]} is {there.get(k)} there and {manifest[k]} here" for k in differ)
+    given = " ".join(f"--set {MANIFEST_FIELDS[k]}={there.get(k)}" for k in differ)
     raise SynthCityConflict(
         f"{root} holds a SynthCity test tree made with other settings ({said}). This command "
         f"reads it and does not rewrite it. To read it, add {given}; to replace it with this "
