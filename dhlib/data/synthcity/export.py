@@ -92,6 +92,15 @@ def export_manifest(prof) -> dict:
     return {"generator": GENERATOR_VERSION} | {key: getattr(prof, name) for key, name in MANIFEST_FIELDS.items()}
 
 
+MARKER = "synthcity.json"  # under the root, written last: its presence means a finished export
+
+
+def read_marker(root: Path) -> dict | None:
+    """The settings of the finished export under ``root`` (with its ``made`` list), or None."""
+    marker = root / MARKER
+    return json.loads(marker.read_text()) if marker.exists() else None
+
+
 def owned_trees(root: Path, marker: dict | None) -> list[str]:
     """The trees under ``root`` this package may write into: those SynthCity made, or none yet.
 
@@ -147,8 +156,8 @@ def export(root=None, profile="quick", workers: int | None = None, progress: boo
     from ...config import Profile, load_profile
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
     root = Path(root) if root is not None else prof.path("synthcity_root")
-    manifest, marker = export_manifest(prof), root / "synthcity.json"
-    old = json.loads(marker.read_text()) if marker.exists() else None
+    manifest, marker = export_manifest(prof), root / MARKER
+    old = read_marker(root)
     if old is not None and {k: v for k, v in old.items() if k != "made"} == manifest:
         return root
     owned = owned_trees(root, old)
@@ -214,10 +223,9 @@ def ensure(profile, progress: bool = True, rewrite: bool = True) -> None:
 def _finished_test_tree(root: Path, manifest: dict) -> bool:
     """Whether ``root`` holds a finished export with the test tree ``manifest`` describes;
     :class:`SynthCityConflict` when it holds one with another test tree."""
-    marker = root / "synthcity.json"
-    if not marker.exists():
+    there = read_marker(root)
+    if there is None:
         return False
-    there = json.loads(marker.read_text())
     differ = [key for key in TEST_TREE_SETTINGS if there.get(key) != manifest[key]]
     if not differ:
         return True
