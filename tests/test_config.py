@@ -27,6 +27,7 @@ def test_paper_profiles_follow_the_released_code(name, monkeypatch):
     assert p.class_uniform == 0 and p.ood_void_as_inlier and p.likelihood_floor is None
     assert (p.negative_resize, p.negative_crop, p.negative_scale_range, p.negative_rect_prob,
             p.negative_class_draws) == (384, 192, (0.5, 2.0), 0.5, 2)
+    assert p.negative_exclude_classes == ()  # its class-union masks may draw every present id
     assert (p.aspp_dim, p.fine_dim, p.aspp_rates) == (256, 48, (12, 24, 36))
 
 
