@@ -152,6 +152,10 @@ class Profile:
     # addition, for the same reason as class_balance): a head that learns "in" from road and
     # building flags the rare inlier classes (wall, fence, sign) as "out". False: the papers' L_cla.
     ood_class_balance: bool = False
+    # γ of a focal L_cla (losses.ood_head_loss; our addition): the head's loss fades on the pixels
+    # it already gets right and stays on the inlier pixels it takes for anomalies, the false
+    # alarms that set FPR95. 0: the papers' cross-entropy.
+    ood_focal_gamma: float = 0.0
     checkpoint_every: int = 250
     # Mixed precision in training steps: bf16 on GPUs that support it (else fp16 with a
     # GradScaler) and on CPUs with bf16 in hardware (devices.mixed_precision_dtype); float32

@@ -106,7 +106,7 @@ def likelihood_loss(seg_logits: torch.Tensor, ood_target: torch.Tensor,
 
 
 def ood_head_loss(ood_logits: torch.Tensor, ood_target: torch.Tensor, seg_target: torch.Tensor | None = None,
-                  class_weights: torch.Tensor | None = None) -> torch.Tensor:
+                  class_weights: torch.Tensor | None = None, focal_gamma: float = 0.0) -> torch.Tensor:
     """L_cla: 2-way cross-entropy of the OOD head, inlier (0) vs negative (1); void ignored.
 
     With ``class_weights`` w (and ``seg_target``) an inlier pixel of class c counts w_c and a
@@ -116,25 +116,38 @@ def ood_head_loss(ood_logits: torch.Tensor, ood_target: torch.Tensor, seg_target
 
     so that rare inlier classes are not learnt as "out" for want of examples (an inlier pixel
     without a class, void kept as inlier, counts 1).
+
+    With ``focal_gamma`` γ > 0 each pixel's term is the focal loss (Lin et al., ICCV 2017)::
+
+        −ln P(o_i|x_i)  →  2^γ · (1 − P(o_i|x_i))^γ · (−ln P(o_i|x_i))
+
+    which fades the pixels the head already gets right (most inliers, the obvious negatives)
+    and leaves the loss to the hard ones: the inlier pixels it takes for anomalies. The factor
+    2^γ makes the term equal the cross-entropy where the head is undecided (P = 1/2), as it is
+    when it starts fresh, so γ does not also rescale L_cla against L_d and L_x there.
     """
-    if class_weights is None:
+    if class_weights is None and not focal_gamma:
         return F.cross_entropy(ood_logits, ood_target, ignore_index=255)
     per_pixel = F.cross_entropy(ood_logits, ood_target, ignore_index=255, reduction="none")
+    if focal_gamma:
+        p_true = torch.exp(-per_pixel)             # P(o_i|x_i); 1 on void pixels, whose term is 0
+        per_pixel = (2 * (1 - p_true)) ** focal_gamma * per_pixel
     v = torch.ones_like(per_pixel)
-    classed = (ood_target == 0) & (seg_target != 255)
-    v[classed] = class_weights.to(v)[seg_target[classed]]
+    if class_weights is not None:
+        classed = (ood_target == 0) & (seg_target != 255)
+        v[classed] = class_weights.to(v)[seg_target[classed]]
     v[ood_target == 255] = 0
     return (v * per_pixel).sum() / v.sum().clamp_min(1e-12)
 
 
 def densehybrid_loss(seg_logits, ood_logits, seg_target, ood_target, beta: float,
                      class_weights: torch.Tensor | None = None, likelihood_floor: float | None = None,
-                     ood_class_weights: torch.Tensor | None = None) -> dict:
+                     ood_class_weights: torch.Tensor | None = None, ood_focal_gamma: float = 0.0) -> dict:
     """All segmenter terms and their weighted sum L = L_d + β·L_x + 10β·L_cla
-    (``likelihood_floor``: see :func:`likelihood_loss`; ``ood_class_weights``: see
-    :func:`ood_head_loss`)."""
+    (``likelihood_floor``: see :func:`likelihood_loss`; ``ood_class_weights`` and
+    ``ood_focal_gamma``: see :func:`ood_head_loss`)."""
     terms = {"L_d": segmentation_loss(seg_logits, seg_target, class_weights),
              "L_x": likelihood_loss(seg_logits, ood_target, likelihood_floor),
-             "L_cla": ood_head_loss(ood_logits, ood_target, seg_target, ood_class_weights)}
+             "L_cla": ood_head_loss(ood_logits, ood_target, seg_target, ood_class_weights, ood_focal_gamma)}
     terms["loss"] = terms["L_d"] + beta * terms["L_x"] + 10 * beta * terms["L_cla"]
     return terms

@@ -26,6 +26,8 @@ def validate(profile):
         problems.append(f"class_uniform={profile.class_uniform}: a probability in [0, 1]")
     if not 0 <= profile.synthetic_prob <= 1:
         problems.append(f"synthetic_prob={profile.synthetic_prob}: a probability in [0, 1]")
+    if not profile.ood_focal_gamma >= 0:
+        problems.append(f"ood_focal_gamma={profile.ood_focal_gamma}: a focusing exponent >= 0 (0 = the papers' L_cla)")
     if not profile.fresh_lr_mult > 0:
         problems.append(f"fresh_lr_mult={profile.fresh_lr_mult}: a positive factor (1 = one lr for all)")
     if profile.pretrain_steps < 1 or profile.val_every < 0:

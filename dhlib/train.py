@@ -150,7 +150,8 @@ def segmenter_step(setup: TrainingSetup, images, targets) -> dict:
         terms["loss"] = terms["L_d"]
     else:
         terms = densehybrid_loss(seg.float(), ood.float(), seg_t, ood_t, p.beta, setup.class_weights,
-                                 p.likelihood_floor, setup.class_weights if p.ood_class_balance else None)
+                                 p.likelihood_floor, setup.class_weights if p.ood_class_balance else None,
+                                 ood_focal_gamma=p.ood_focal_gamma)
     flow_terms = joint_flow_terms(setup, images, seg, flow_boxes, synthetic_t) if joint else {}
     total = terms["loss"] + (p.flow_jsd_weight * flow_terms["L_jsd"] + flow_terms["L_mle"] if flow_terms else 0)
     if not torch.isfinite(total):

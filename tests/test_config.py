@@ -28,6 +28,7 @@ def test_paper_profiles_follow_the_released_code(name, monkeypatch):
     assert (p.negative_resize, p.negative_crop, p.negative_scale_range, p.negative_rect_prob,
             p.negative_class_draws) == (384, 192, (0.5, 2.0), 0.5, 2)
     assert p.negative_exclude_classes == ()  # its class-union masks may draw every present id
+    assert p.ood_focal_gamma == 0 and not p.ood_class_balance  # its L_cla: plain cross-entropy
     assert (p.aspp_dim, p.fine_dim, p.aspp_rates) == (256, 48, (12, 24, 36))
 
 
@@ -94,6 +95,7 @@ def test_relative_paths_resolve_against_root(monkeypatch, tmp_path):
     (dict(negative_overhang=1.0), "negative_overhang=1.0: a share"),
     (dict(negative_overhang=0.5, flow_update="joint"), "negative_overhang=0.5 with flow_update='joint'"),
     (dict(fishyscapes_split="Dynamic"), "fishyscapes_split='Dynamic'"),
+    (dict(ood_focal_gamma=-1.0), "ood_focal_gamma=-1.0: a focusing exponent"),
     (dict(flow_sample_min_side=50, flow_sample_max_side=20), "flow_sample_min_side <= flow_sample_max_side"),
     (dict(flow_sample_max_side=300), "exceeds crop_size"),
     (dict(scale_range=(2.0, 0.5)), "scale_range"),

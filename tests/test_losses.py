@@ -104,6 +104,28 @@ def test_weighted_segmentation_loss_is_the_weighted_mean():
     torch.testing.assert_close(losses.segmentation_loss(logits, target, w), expected)
 
 
+def test_focal_ood_head_loss_by_hand():
+    """Three pixels and a void one. Logits (0, 0): P = 1/2 for either target, where the focal
+    term 2^γ (1 − P)^γ (−ln P) equals the cross-entropy ln 2 for every γ. (ln 3, 0) with target
+    0: P = 3/4, cross-entropy ln 4/3, focal factor (2 · 1/4)^γ. (0, ln 9) with target 1: P = 9/10."""
+    ood_logits = torch.tensor([[0.0, math.log(3), 0.0, 5.0], [0.0, 0.0, math.log(9), -5.0]]).reshape(1, 2, 1, 4)
+    ood_target = torch.tensor([[[1, 0, 1, 255]]])
+    ln2, ln43, ln109 = math.log(2), math.log(4 / 3), math.log(10 / 9)
+    assert ood_head_loss(ood_logits, ood_target, focal_gamma=0.0).item() == \
+        pytest.approx((ln2 + ln43 + ln109) / 3, rel=1e-6)
+    for gamma in (1.0, 2.0, 4.0):
+        expected = (ln2 + 0.5 ** gamma * ln43 + 0.2 ** gamma * ln109) / 3
+        assert ood_head_loss(ood_logits, ood_target, focal_gamma=gamma).item() == pytest.approx(expected, rel=1e-6)
+    # with class weights (pixel 1 is an inlier of class 1, weight 2) the two combine
+    seg_target = torch.tensor([[[255, 1, 255, 255]]])
+    weights = torch.tensor([0.5, 2.0])
+    got = ood_head_loss(ood_logits, ood_target, seg_target, weights, focal_gamma=2.0).item()
+    assert got == pytest.approx((ln2 + 2 * 0.25 * ln43 + 0.04 * ln109) / 4, rel=1e-6)
+    # densehybrid_loss passes γ on to L_cla
+    terms = densehybrid_loss(torch.zeros(1, 3, 1, 4), ood_logits, seg_target, ood_target, 0.1, ood_focal_gamma=2.0)
+    assert terms["L_cla"].item() == pytest.approx((ln2 + 0.25 * ln43 + 0.04 * ln109) / 3, rel=1e-6)
+
+
 def test_class_balanced_ood_head_loss_by_hand():
     """Four pixels: an inlier of class 0 (w 0.5), an inlier of class 1 (w 2), a negative and a
     void pixel. Logits (0, 0) cost ln 2 for either target; (ln 3, 0) with target 0 costs ln 4/3."""

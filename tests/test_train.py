@@ -445,20 +445,23 @@ def test_non_finite_flow_gradients_skip_the_step(tiny_profile, tmp_path):
 
 
 @pytest.mark.parametrize("balanced", [False, True])
-def test_l_cla_gets_the_class_weights_only_when_asked(tiny_profile, tmp_path, monkeypatch, balanced):
+def test_l_cla_gets_the_class_weights_and_focal_gamma_only_when_asked(tiny_profile, tmp_path, monkeypatch, balanced):
     import dhlib.train
     from dhlib.losses import densehybrid_loss
     from dhlib.train import next_batch, segmenter_step
-    setup = _tiny_setup(tiny_profile, tmp_path, class_balance=0.5, ood_class_balance=balanced)
+    setup = _tiny_setup(tiny_profile, tmp_path, class_balance=0.5, ood_class_balance=balanced,
+                        ood_focal_gamma=2.0 if balanced else 0.0)
     seen = []
 
-    def spy(*args):
-        seen.append(args[-1])                      # ood_class_weights
-        return densehybrid_loss(*args)
+    def spy(*args, **kwargs):
+        seen.append((args[-1], kwargs.get("ood_focal_gamma", 0.0)))  # ood_class_weights, γ
+        return densehybrid_loss(*args, **kwargs)
     monkeypatch.setattr(dhlib.train, "densehybrid_loss", spy)
     segmenter_step(setup, *next_batch(setup))
     assert setup.class_weights is not None
-    assert (seen[0] is setup.class_weights) if balanced else (seen[0] is None)
+    weights, gamma = seen[0]
+    assert (weights is setup.class_weights) if balanced else (weights is None)
+    assert gamma == (2.0 if balanced else 0.0)
 
 
 def test_several_negatives_per_image_mark_the_union_of_their_pixels(tiny_profile, tmp_path):
